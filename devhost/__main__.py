@@ -1,0 +1,82 @@
+"""`python -m devhost`: Azurite + the local host in the foreground; Ctrl-C stops both.
+
+Reads `local.settings.json` (created from `local.settings.sample.json` when missing) the way
+`func start` does: its `Values` become environment variables unless already set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_local_settings(path: Path) -> None:
+    """Put `Values` of a local.settings.json into the environment (existing variables win)."""
+    values = json.loads(path.read_text()).get("Values", {})
+    for key, value in values.items():
+        os.environ.setdefault(key, str(value))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DEVHOST_PORT", "7071")))
+    parser.add_argument("--settings", type=Path, default=REPO_ROOT / "local.settings.json")
+    parser.add_argument("--no-azurite", action="store_true", help="use the storage in AzureWebJobsStorage as is")
+    parser.add_argument("--azurite-dir", type=Path, default=REPO_ROOT / ".azurite")
+    parser.add_argument("--lease-seconds", type=float, default=float(os.environ.get("DEVHOST_LEASE_SECONDS", "60")))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if not args.settings.exists():
+        sample = REPO_ROOT / "local.settings.sample.json"
+        args.settings.write_text(sample.read_text())
+        logging.info("created %s from %s", args.settings.name, sample.name)
+    load_local_settings(args.settings)
+
+    from devhost.azurite import DEFAULT_PORTS, start_azurite
+
+    azurite = None
+    if not args.no_azurite:
+        azurite = start_azurite(location=args.azurite_dir, ports=DEFAULT_PORTS,
+                                log_path=args.azurite_dir.parent / ".azurite.log")
+        os.environ["AzureWebJobsStorage"] = azurite.connection_string
+        logging.info("Azurite on ports %s, data in %s", azurite.ports, args.azurite_dir)
+
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    host = None
+    try:
+        from devhost.host import LocalHost
+        from devhost.hostconfig import QueueSettings
+        from loadme.context import get_context
+
+        sys.path.insert(0, str(REPO_ROOT))
+        import function_app
+
+        host = LocalHost(function_app.app, get_context().storage,
+                         QueueSettings.from_host_json(REPO_ROOT / "host.json"),
+                         port=args.port, lease_seconds=args.lease_seconds)
+        host.start()
+        print(f"local host ready on http://127.0.0.1:{host.port}/api", flush=True)
+        stopped.wait()
+    except KeyboardInterrupt:
+        logging.info("interrupted")
+    finally:
+        if host is not None:
+            host.stop()
+        if azurite is not None:
+            azurite.stop()
+        logging.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The Functions app (Python v2 model): triggers and bindings only.
+
+Each function decodes its binding, calls `loadme`, and maps the outcome to a response or an
+output binding. Queue messages are envelope JSON; the host base64-encodes them on the queues.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import azure.functions as func
+
+from loadme.api import check_idempotency_key, error_body, parse_start_request, start_request_from_object
+from loadme.cleanup import remove_step
+from loadme.context import configure_logging, get_context
+from loadme.deploy import deploy_step
+from loadme.envelope import Message, RemovalMessage, ResultMessage, StepMessage, decode
+from loadme.errors import EnvelopeError, RequestError, SettingsError
+from loadme.names import (
+    INITJOB_QUEUE,
+    REMOVEINFRA_QUEUE,
+    STAGE2_QUEUE,
+    is_run_id,
+    run_id_for_idempotency_key,
+)
+from loadme.results import accept_result
+from loadme.runs import run_status as read_run_status
+from loadme.runs import start_run
+from loadme.settings import SCHEDULE_SETTING
+
+CONNECTION = "AzureWebJobsStorage"
+logger = logging.getLogger("loadme.functions")
+configure_logging()
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return func.HttpResponse(text, status_code=status, mimetype="application/json", headers=headers)
+
+
+def _api_base(req: func.HttpRequest) -> str:
+    parts = urlsplit(req.url)
+    return f"{parts.scheme}://{parts.netloc}/api"
+
+
+def _decode(msg: func.QueueMessage, kind: type[Any], queue: str) -> Any:
+    """Decode a queue message; a malformed one is logged with the reason and raised (-> poison)."""
+    try:
+        return decode(msg.get_body(), kind)
+    except EnvelopeError as exc:
+        logger.error("malformed message %s on %s (dequeue count %s): %s",
+                     msg.id, queue, getattr(msg, "dequeue_count", "?"), exc)
+        raise
+
+
+def _send(out: func.Out[list[str]], messages: list[Message]) -> None:
+    if messages:
+        out.set([m.to_json() for m in messages])
+
+
+@app.function_name("init_job")
+@app.route(route="init_job", methods=["POST"])
+@app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
+def init_job(req: func.HttpRequest, initjob: func.Out[str]) -> func.HttpResponse:
+    """Start a run: 202 with its id and status URL, or a 4xx JSON error naming the problem."""
+    try:
+        ctx = get_context()
+        key = check_idempotency_key(req.headers.get("Idempotency-Key"))
+        request = parse_start_request(req.get_body(), req.headers.get("Content-Type"), ctx.settings, ctx.variables)
+        started = start_run(ctx, request, "http", run_id_for_idempotency_key(key) if key else None)
+    except RequestError as exc:
+        return _json(exc.status, error_body(exc.message))
+    except SettingsError as exc:
+        logger.error("cannot start runs: %s", exc)
+        return _json(500, error_body("the app is misconfigured; see its log"))
+    if started.message is not None:
+        initjob.set(started.message.to_json())
+    status_url = f"{_api_base(req)}/runs/{started.run_id}"
+    return _json(202, {"run_id": started.run_id, "status_url": status_url}, {"Location": status_url})
+
+
+@app.function_name("run_status")
+@app.route(route="runs/{run_id}", methods=["GET"])
+def run_status(req: func.HttpRequest) -> func.HttpResponse:
+    """A run's state, timeline and variables; 404 for an unknown run."""
+    run_id = req.route_params.get("run_id", "")
+    status = read_run_status(get_context(), run_id) if is_run_id(run_id) else None
+    if status is None:
+        return _json(404, error_body(f"no run with id {run_id!r}"))
+    return _json(200, status)
+
+
+@app.function_name("dq_init_job")
+@app.queue_trigger(arg_name="msg", queue_name=INITJOB_QUEUE, connection=CONNECTION)
+@app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
+def dq_init_job(msg: func.QueueMessage, removeinfra: func.Out[list[str]]) -> None:
+    """Deploy the step's container group (idempotent)."""
+    step: StepMessage = _decode(msg, StepMessage, INITJOB_QUEUE)
+    _send(removeinfra, list(deploy_step(get_context(), step)))
+
+
+@app.function_name("stage2")
+@app.queue_trigger(arg_name="msg", queue_name=STAGE2_QUEUE, connection=CONNECTION)
+@app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
+@app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
+def stage2(msg: func.QueueMessage, initjob: func.Out[list[str]], removeinfra: func.Out[list[str]]) -> None:
+    """Accept a container's result; send the next step or finish, and the removal."""
+    result: ResultMessage = _decode(msg, ResultMessage, STAGE2_QUEUE)
+    follow = accept_result(get_context(), result)
+    _send(initjob, list(follow.next_steps))
+    _send(removeinfra, list(follow.removals))
+
+
+@app.function_name("remove_infra")
+@app.queue_trigger(arg_name="msg", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
+def remove_infra(msg: func.QueueMessage) -> None:
+    """Archive the step's logs and delete its container group (idempotent)."""
+    removal: RemovalMessage = _decode(msg, RemovalMessage, REMOVEINFRA_QUEUE)
+    remove_step(get_context(), removal)
+
+
+# The timer exists only when a schedule is configured (changing app settings restarts the app).
+if os.environ.get(SCHEDULE_SETTING, "").strip():
+
+    @app.function_name("scheduled_init")
+    @app.timer_trigger(arg_name="timer", schedule=f"%{SCHEDULE_SETTING}%", use_monitor=True)
+    @app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
+    def scheduled_init(timer: func.TimerRequest, initjob: func.Out[str]) -> None:
+        """Start a run exactly as `init_job` does, with the variables from SCHEDULED_INIT_VARIABLES."""
+        ctx = get_context()
+        request = start_request_from_object(
+            {"variables": ctx.settings.scheduled_variables}, ctx.settings, ctx.variables
+        )
+        started = start_run(ctx, request, "timer")
+        if started.message is not None:
+            initjob.set(started.message.to_json())
+        logger.info("scheduled run %s started%s", started.run_id, " (past due)" if timer.past_due else "")

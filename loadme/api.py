@@ -1,0 +1,138 @@
+"""HTTP request parsing for `init_job`: strict, and every rejection names the problem.
+
+Body: `{"variables": {"___Name": "value"}, "image": str, "command": [str], "steps": [{"image",
+"command"}], "timeout_seconds": int}`; everything but `variables` is optional.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from loadme.envelope import StepPlan
+from loadme.errors import RequestError
+from loadme.settings import MAX_TIMEOUT_SECONDS, Settings
+from loadme.variables import VariableFactory
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_STEPS = 20
+MAX_COMMAND_ARGS = 64
+MAX_COMMAND_BYTES = 8 * 1024
+MAX_IDEMPOTENCY_KEY = 200
+IMAGE_PATTERN = re.compile(r"^[a-z0-9]+(?:[._\-/:@][A-Za-z0-9]+)*$")
+FIELDS = ("variables", "image", "command", "steps", "timeout_seconds")
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A validated request to start a run."""
+
+    variables: dict[str, str]
+    steps: tuple[StepPlan, ...]
+    timeout_seconds: int
+
+
+def error_body(message: str) -> str:
+    """The JSON error body every 4xx answer carries."""
+    return json.dumps({"error": message})
+
+
+def parse_start_request(
+    body: bytes, content_type: str | None, settings: Settings, factory: VariableFactory
+) -> StartRequest:
+    """Validate an `init_job` request. Raises RequestError (400, 413 or 415) naming the problem."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise RequestError(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestError(413, f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    if not text.strip():
+        raise RequestError(400, "body is empty; send a JSON object like {\"variables\": {}}")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise RequestError(400, f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    except ValueError as exc:
+        raise RequestError(400, f"invalid JSON: {exc}") from exc
+    return start_request_from_object(data, settings, factory)
+
+
+def start_request_from_object(data: Any, settings: Settings, factory: VariableFactory) -> StartRequest:
+    """Validate a decoded request object (also used for the timer's settings-defined runs)."""
+    if not isinstance(data, dict):
+        raise RequestError(400, f"body must be a JSON object, got {_json_type(data)}")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise RequestError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
+    variables = factory.validate_requested(data.get("variables", {}))
+    image = _image(data.get("image", settings.default_image), "image")
+    if "steps" in data and "command" in data:
+        raise RequestError(400, "give either 'command' or 'steps', not both")
+    if "steps" in data:
+        steps = _steps(data["steps"], image)
+    else:
+        command = _command(data.get("command", list(settings.default_command)), "command")
+        steps = (StepPlan(image, command),)
+    timeout = data.get("timeout_seconds", settings.run_timeout_seconds)
+    if type(timeout) is not int or not 1 <= timeout <= MAX_TIMEOUT_SECONDS:
+        raise RequestError(400, f"'timeout_seconds' must be an integer from 1 to {MAX_TIMEOUT_SECONDS}")
+    return StartRequest(variables, steps, timeout)
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    """The `Idempotency-Key` header value, if any. Raises RequestError when it is malformed."""
+    if key is None:
+        return None
+    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise RequestError(400, f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters")
+    return key
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _image(value: Any, where: str) -> str:
+    if not isinstance(value, str) or len(value) > 256 or not IMAGE_PATTERN.match(value):
+        raise RequestError(400, f"'{where}' must be an image reference like registry/name:tag")
+    return value
+
+
+def _command(value: Any, where: str) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= MAX_COMMAND_ARGS
+        or not all(isinstance(arg, str) and arg and "\x00" not in arg for arg in value)
+        or sum(len(arg.encode()) for arg in value) > MAX_COMMAND_BYTES
+    ):
+        raise RequestError(
+            400, f"'{where}' must be an array of 1-{MAX_COMMAND_ARGS} non-empty strings "
+            f"(at most {MAX_COMMAND_BYTES} bytes)"
+        )
+    return tuple(value)
+
+
+def _steps(value: Any, default_image: str) -> tuple[StepPlan, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_STEPS:
+        raise RequestError(400, f"'steps' must be an array of 1-{MAX_STEPS} step objects")
+    plans = []
+    for index, step in enumerate(value, start=1):
+        if not isinstance(step, dict) or not set(step) <= {"image", "command"} or "command" not in step:
+            raise RequestError(400, f"steps[{index}] must be an object with 'command' and optional 'image'")
+        plans.append(StepPlan(
+            _image(step.get("image", default_image), f"steps[{index}].image"),
+            _command(step["command"], f"steps[{index}].command"),
+        ))
+    return tuple(plans)

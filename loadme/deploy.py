@@ -1,0 +1,87 @@
+"""`dq_init_job`: deploy one step of a run as a container group, idempotently."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from loadme import journal as j
+from loadme.aci_env import RunnerControls, aci_environment
+from loadme.context import Context
+from loadme.envelope import RemovalMessage, StepMessage, parse_time
+from loadme.errors import DeployRejected
+from loadme.executors import ContainerSpec
+from loadme.names import STAGE2_QUEUE, container_group_name
+from loadme.tokens import result_token
+
+logger = logging.getLogger(__name__)
+
+# The runner's SAS outlives the run's deadline by this much, so a slow post still lands.
+SAS_GRACE = timedelta(minutes=15)
+
+
+def build_container_spec(ctx: Context, msg: StepMessage) -> ContainerSpec:
+    """The container group for a step: its variables, secrets and the runner's controls."""
+    settings = ctx.settings
+    sas = ""
+    if settings.result_auth == "sas":
+        start = ctx.clock() - timedelta(minutes=5)  # clock skew between us and the storage service
+        sas = ctx.storage.add_only_sas(STAGE2_QUEUE, start, parse_time(msg.deadline) + SAS_GRACE)
+    controls = RunnerControls(
+        prefix=settings.variable_prefix,
+        result_url=ctx.storage.queue_messages_url(STAGE2_QUEUE),
+        result_auth=settings.result_auth,
+        token=result_token(settings.result_key, msg.run_id, msg.step),
+        sas=sas,
+        identity_client_id=settings.aci.identity_client_id if settings.aci else "",
+    )
+    plan = msg.plan
+    return ContainerSpec(
+        name=container_group_name(msg.run_id, msg.step),
+        run_id=msg.run_id,
+        step=msg.step,
+        deadline=msg.deadline,
+        image=plan.image,
+        command=plan.command,
+        environment=tuple(aci_environment(msg.variables, settings.secret_variables, controls)),
+    )
+
+
+def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
+    """Deploy the step's container group unless the run is over or the step is done.
+
+    Returns removal messages when a failed deployment may have left something behind.
+    Raises TransientError or QuotaExceeded so the host retries the message.
+    """
+    log = {"run_id": msg.run_id, "step": msg.step}
+    journal = ctx.journal
+    terminal = journal.get(msg.run_id, 0, j.TERMINAL)
+    if terminal is not None:
+        logger.info("run is already %s; not deploying", terminal.details.get("state"), extra=log)
+        return []
+    if journal.get(msg.run_id, msg.step, j.REMOVED) is not None:
+        logger.info("step already finished and removed; not deploying again", extra=log)
+        return []
+    if ctx.clock() >= parse_time(msg.deadline):
+        journal.record(msg.run_id, 0, j.TERMINAL, state="timed_out",
+                       reason="deadline passed before the container was deployed")
+        logger.warning("deadline passed before deployment", extra=log)
+        return []
+    spec = build_container_spec(ctx, msg)
+    journal.record(
+        msg.run_id, msg.step, j.DEPLOYING, container_group=spec.name, variables=msg.variables,
+        steps=[{"image": s.image, "command": list(s.command)} for s in msg.steps],
+        created_at=msg.created_at, deadline=msg.deadline, trigger=msg.trigger,
+    )
+    try:
+        created = ctx.executor.deploy(spec)
+    except DeployRejected as exc:
+        journal.record(msg.run_id, 0, j.TERMINAL, state="failed", reason=f"deployment rejected: {exc}")
+        logger.error("deployment rejected: %s", exc, extra=log)
+        return [RemovalMessage(
+            run_id=msg.run_id, step=msg.step, attempt=msg.attempt, created_at=msg.created_at,
+            deadline=msg.deadline, variables={}, container_group=spec.name, reason="deploy_failed",
+        )]
+    journal.record(msg.run_id, msg.step, j.STARTED, container_group=spec.name, image=spec.image)
+    logger.info("container group %s %s", spec.name, "started" if created else "already existed", extra=log)
+    return []

@@ -1,0 +1,47 @@
+"""Exceptions a caller acts on differently. Everything else propagates as is."""
+
+from __future__ import annotations
+
+
+class LoadmeError(Exception):
+    """Base class of the errors this library raises on purpose."""
+
+
+class SettingsError(LoadmeError):
+    """One or more app settings are missing or invalid; `problems` names each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid app settings: " + "; ".join(problems))
+
+
+class RequestError(LoadmeError):
+    """A caller's input is invalid: answered with `status` (4xx) and a message naming the problem."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+class VariableError(RequestError):
+    """A variable name, value or the total size breaks the variable contract."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(status, message)
+
+
+class EnvelopeError(LoadmeError):
+    """A queue message is malformed or has an unknown schema version (it belongs in the poison queue)."""
+
+
+class TransientError(LoadmeError):
+    """A dependency failed in a way worth retrying (throttling, 5xx, timeout): raise so the host retries."""
+
+
+class DeployRejected(LoadmeError):
+    """The platform refused a deployment for good (invalid template, bad image...): record a failed run."""
+
+
+class QuotaExceeded(TransientError):
+    """The subscription is out of container-group quota: retry later, with a delay."""

@@ -1,0 +1,72 @@
+"""The executor seam: deploy, read state, read logs, delete, list what this app owns.
+
+Two implementations: `local` (a subprocess per container, for the local stack) and `aci`
+(Azure Container Instances). The functions only ever see this interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container group to run: a step of a run."""
+
+    name: str
+    run_id: str
+    step: int
+    deadline: str
+    image: str
+    command: tuple[str, ...]
+    environment: tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    """What the platform says about a container group.
+
+    `state` is one of: pending, running, terminated, failed (could not start), missing.
+    """
+
+    state: str
+    exit_code: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class OwnedGroup:
+    """A container group this app created (found by tag, or by the local executor's records)."""
+
+    name: str
+    run_id: str
+    step: int
+    deadline: str
+
+
+class Executor(Protocol):
+    """Runs container groups. Every method is idempotent."""
+
+    def deploy(self, spec: ContainerSpec) -> bool:
+        """Start `spec`; False when the group already exists (nothing new started).
+
+        Raises TransientError (retry), QuotaExceeded (retry later) or DeployRejected (permanent).
+        """
+        ...
+
+    def state(self, name: str) -> ContainerStatus:
+        """The group's current state (`missing` when it does not exist)."""
+        ...
+
+    def logs(self, name: str, tail: int | None = None) -> str:
+        """The container's output, at most the last `tail` lines; empty if the group is gone."""
+        ...
+
+    def delete(self, name: str) -> bool:
+        """Delete the group; False when it was already gone."""
+        ...
+
+    def list_owned(self) -> list[OwnedGroup]:
+        """Every group this app owns that still exists."""
+        ...

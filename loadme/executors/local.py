@@ -1,0 +1,199 @@
+"""The `local` executor: each container group is a process group on this machine.
+
+The process runs the container's own runner (`container/runner.py`) from the `container/`
+folder, the image's working directory, with exactly the environment the ACI env generator built,
+plus PATH and PYTHONPATH, which the image sets itself. Each group has a folder under `root`:
+`spec.json` (no environment values), `pid`, `output.log` and, once the process ends, `exit_code`.
+Creating that folder is the atomic claim that makes `deploy` idempotent.
+
+Run as `python -m loadme.executors.local FOLDER -- ARGV...` it is the supervisor that records
+the exit code, so the state survives a restart of the host that started it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from loadme.aci_env import as_process_environment
+from loadme.executors.base import ContainerSpec, ContainerStatus, OwnedGroup
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONTAINER_DIR = REPO_ROOT / "container"
+RUNNER = CONTAINER_DIR / "runner.py"
+STOP_GRACE_SECONDS = 5.0
+
+
+class LocalExecutor:
+    """Runs container groups as local process groups (see module docstring)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _folder(self, name: str) -> Path:
+        return self.root / name
+
+    def process_environment(self, spec: ContainerSpec) -> dict[str, str]:
+        """The environment the runner process gets: the ACI env plus what the image sets."""
+        env = as_process_environment(list(spec.environment))
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.defpath])
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def deploy(self, spec: ContainerSpec) -> bool:
+        """Start the runner for `spec`; False if this group was already started."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        folder = self._folder(spec.name)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            return False
+        record = {
+            "name": spec.name, "run_id": spec.run_id, "step": spec.step,
+            "deadline": spec.deadline, "image": spec.image, "command": list(spec.command),
+        }
+        (folder / "spec.json").write_text(json.dumps(record))
+        argv = [sys.executable, "-m", "loadme.executors.local", str(folder), "--",
+                sys.executable, str(RUNNER), *spec.command]
+        process = subprocess.Popen(
+            argv,
+            env=self.process_environment(spec),
+            cwd=CONTAINER_DIR,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        (folder / "pid").write_text(str(process.pid))
+        # Reap the supervisor when it exits so it never lingers as a zombie of the host.
+        threading.Thread(target=process.wait, daemon=True).start()
+        logger.info("started local container %s (pid %d)", spec.name, process.pid,
+                    extra={"run_id": spec.run_id, "step": spec.step})
+        return True
+
+    def state(self, name: str) -> ContainerStatus:
+        """running, terminated (with exit code), failed (died without one) or missing."""
+        folder = self._folder(name)
+        if not folder.is_dir():
+            return ContainerStatus("missing")
+        exit_file = folder / "exit_code"
+        if exit_file.exists():
+            return ContainerStatus("terminated", int(exit_file.read_text()))
+        pid = _read_pid(folder)
+        if pid is None:
+            return ContainerStatus("pending")
+        if _alive(pid):
+            return ContainerStatus("running")
+        if exit_file.exists():  # it ended between the two checks
+            return ContainerStatus("terminated", int(exit_file.read_text()))
+        return ContainerStatus("failed", None, "process ended without an exit code")
+
+    def logs(self, name: str, tail: int | None = None) -> str:
+        """The container's combined output (last `tail` lines); empty if gone."""
+        log = self._folder(name) / "output.log"
+        try:
+            text = log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        if tail is not None:
+            text = "\n".join(text.splitlines()[-tail:])
+        return text
+
+    def delete(self, name: str) -> bool:
+        """Stop the process group if it still runs and remove its folder; False if already gone."""
+        folder = self._folder(name)
+        if not folder.is_dir():
+            return False
+        pid = _read_pid(folder)
+        if pid is not None:
+            _stop_group(pid)
+        shutil.rmtree(folder, ignore_errors=False)
+        return True
+
+    def list_owned(self) -> list[OwnedGroup]:
+        """Every group folder that still exists."""
+        owned: list[OwnedGroup] = []
+        if not self.root.is_dir():
+            return owned
+        for folder in sorted(self.root.iterdir()):
+            try:
+                record = json.loads((folder / "spec.json").read_text())
+            except (FileNotFoundError, NotADirectoryError, ValueError):
+                continue  # a claim still being written, or not ours
+            owned.append(OwnedGroup(record["name"], record["run_id"], record["step"], record["deadline"]))
+        return owned
+
+
+def _read_pid(folder: Path) -> int | None:
+    try:
+        return int((folder / "pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _stop_group(pid: int) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            if not _group_alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _supervise(folder: Path, argv: list[str]) -> int:
+    """Run `argv` with output to `folder/output.log`; record its exit code atomically."""
+    with open(folder / "output.log", "ab") as log:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        code = child.wait()
+    if code < 0:  # killed by a signal: report it the way a container runtime does
+        code = 128 - code
+    tmp = folder / "exit_code.tmp"
+    tmp.write_text(str(code))
+    tmp.replace(folder / "exit_code")
+    return code
+
+
+if __name__ == "__main__":
+    _folder_arg, _sep, *_argv = sys.argv[1:]
+    try:
+        sys.exit(_supervise(Path(_folder_arg), _argv))
+    except FileNotFoundError:
+        sys.exit(0)  # the folder was removed: the group was deleted while it ran

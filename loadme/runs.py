@@ -1,0 +1,83 @@
+"""Starting a run and reading its status.
+
+`start_run` is the one place where a run's variables are defined: defaults from settings, then
+the requester's, then the reserved ones the orchestrator calculates.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from loadme import journal as j
+from loadme.api import StartRequest
+from loadme.context import Context
+from loadme.envelope import StepMessage, StepPlan
+from loadme.names import container_group_name, new_run_id
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A run accepted: the message for `initjob` (None when the run already existed)."""
+
+    run_id: str
+    message: StepMessage | None
+
+
+def reserved_variables(
+    ctx: Context, run_id: str, step: int, plan: StepPlan, created_at: str, deadline: str, trigger: str
+) -> dict[str, str]:
+    """The variables only the orchestrator sets, for one step of a run."""
+    name = ctx.variables.name
+    return {
+        name("RunId"): run_id,
+        name("Step"): str(step),
+        name("ContainerGroup"): container_group_name(run_id, step),
+        name("Image"): plan.image,
+        name("CreatedAt"): created_at,
+        name("Deadline"): deadline,
+        name("Trigger"): trigger,
+    }
+
+
+def start_run(ctx: Context, request: StartRequest, trigger: str, run_id: str | None = None) -> Started:
+    """Record a new run and build its first `initjob` message.
+
+    With a `run_id` (from an idempotency key) an existing run is returned as is.
+    Raises VariableError (413) when the run's variables would not fit a message.
+    """
+    run_id = run_id or new_run_id()
+    if run_id and ctx.journal.get(run_id, 0, j.REQUESTED) is not None:
+        logger.info("run already exists; not starting it again", extra={"run_id": run_id})
+        return Started(run_id, None)
+    now = ctx.clock()
+    created_at = now.isoformat()
+    deadline = (now + timedelta(seconds=request.timeout_seconds)).isoformat()
+    variables = {
+        **ctx.settings.default_variables,
+        **request.variables,
+        **reserved_variables(ctx, run_id, 1, request.steps[0], created_at, deadline, trigger),
+    }
+    ctx.variables.check_size(variables)
+    message = StepMessage(
+        run_id=run_id, step=1, attempt=1, created_at=created_at, deadline=deadline,
+        variables=variables, steps=request.steps, trigger=trigger,
+    )
+    ctx.journal.record(
+        run_id, 0, j.REQUESTED, trigger=trigger, variables=variables, deadline=deadline,
+        steps=[{"image": s.image, "command": list(s.command)} for s in request.steps],
+    )
+    logger.info("run requested by %s with %d step(s)", trigger, len(request.steps),
+                extra={"run_id": run_id, "step": 1})
+    return Started(run_id, message)
+
+
+def run_status(ctx: Context, run_id: str) -> dict[str, Any] | None:
+    """The status document of a run, or None when the run is unknown."""
+    view = j.derive_run(run_id, ctx.journal.events(run_id))
+    return view.as_dict() if view else None
+

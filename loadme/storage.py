@@ -1,0 +1,138 @@
+"""Storage clients for the app's own account: queues (base64, as the host expects), the journal
+table, the logs container, and add-only SAS for the runner. Clients are created lazily, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from loadme.settings import Settings
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient
+    from azure.storage.blob import ContainerClient
+    from azure.storage.queue import QueueClient
+
+# Development storage's well-known key and endpoints (Azurite's default ports).
+DEV_ACCOUNT = "devstoreaccount1"
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+DEV_CONNECTION = (
+    f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+    f"BlobEndpoint=http://127.0.0.1:10000/{DEV_ACCOUNT};QueueEndpoint=http://127.0.0.1:10001/{DEV_ACCOUNT};"
+    f"TableEndpoint=http://127.0.0.1:10002/{DEV_ACCOUNT};"
+)
+
+
+def parse_connection_string(conn: str) -> dict[str, str]:
+    """Key/value pairs of a storage connection string; `UseDevelopmentStorage=true` expanded."""
+    if conn.strip().lower().replace(" ", "") in ("usedevelopmentstorage=true", "usedevelopmentstorage=true;"):
+        conn = DEV_CONNECTION
+    parts = {}
+    for item in conn.split(";"):
+        if "=" in item:
+            key, _, value = item.partition("=")
+            parts[key.strip()] = value.strip()
+    return parts
+
+
+class StorageClients:
+    """One set of clients for the app's storage account (connection string or managed identity)."""
+
+    def __init__(self, settings: Settings, credential: Any = None) -> None:
+        self._settings = settings
+        self._credential = credential
+        if settings.storage_connection_string:
+            self._conn = parse_connection_string(settings.storage_connection_string)
+            self.account_name = self._conn.get("AccountName", "")
+        else:
+            self._conn = {}
+            self.account_name = settings.storage_account_name or ""
+
+    def _endpoint(self, service: str) -> str:
+        explicit = self._conn.get(f"{service.capitalize()}Endpoint")
+        if explicit:
+            return explicit.rstrip("/")
+        suffix = self._conn.get("EndpointSuffix", "core.windows.net")
+        protocol = self._conn.get("DefaultEndpointsProtocol", "https")
+        return f"{protocol}://{self.account_name}.{service}.{suffix}"
+
+    @property
+    def _auth(self) -> Any:
+        if self._conn.get("AccountKey"):
+            return {"account_name": self.account_name, "account_key": self._conn["AccountKey"]}
+        if self._credential is None:
+            from loadme.credentials import default_credential
+
+            self._credential = default_credential()
+        return self._credential
+
+    @functools.cache  # noqa: B019 - one client per queue for the life of this object
+    def queue(self, name: str) -> QueueClient:
+        """A client for queue `name` that base64-encodes and decodes like the Functions host."""
+        from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+        return QueueClient(
+            self._endpoint("queue"), name, credential=self._auth,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )
+
+    def raw_queue(self, name: str) -> QueueClient:
+        """A client for queue `name` that sends and reads text as is (no base64)."""
+        from azure.storage.queue import QueueClient
+
+        return QueueClient(self._endpoint("queue"), name, credential=self._auth)
+
+    def queue_messages_url(self, name: str) -> str:
+        """The REST URL the runner posts its result to."""
+        return f"{self._endpoint('queue')}/{name}/messages"
+
+    @functools.cached_property
+    def table(self) -> TableClient:
+        """The journal table client."""
+        from azure.data.tables import TableClient
+
+        if self._conn.get("AccountKey"):
+            from azure.core.credentials import AzureNamedKeyCredential
+
+            cred: Any = AzureNamedKeyCredential(self.account_name, self._conn["AccountKey"])
+        else:
+            cred = self._auth
+        return TableClient(self._endpoint("table"), self._settings.journal_table, credential=cred)
+
+    @functools.cached_property
+    def logs(self) -> ContainerClient:
+        """The container that holds archived container logs."""
+        from azure.storage.blob import ContainerClient
+
+        return ContainerClient(self._endpoint("blob"), self._settings.logs_container, credential=self._auth)
+
+    def add_only_sas(self, queue: str, start: datetime, expiry: datetime) -> str:
+        """A SAS that may only add messages to `queue`, valid from `start` to `expiry`.
+
+        Raises ValueError when the account has no key (identity-based connection).
+        """
+        from azure.storage.queue import QueueSasPermissions, generate_queue_sas
+
+        key = self._conn.get("AccountKey")
+        if not key:
+            raise ValueError("an add-only SAS needs the account key; use RESULT_AUTH=identity")
+        return generate_queue_sas(
+            self.account_name, queue, key,
+            permission=QueueSasPermissions(add=True), start=start, expiry=expiry,
+        )
+
+    def ensure_resources(self, queues: list[str]) -> None:
+        """Create the queues, the journal table and the logs container if they are missing."""
+        from azure.core.exceptions import ResourceExistsError
+
+        for name in queues:
+            with contextlib.suppress(ResourceExistsError):
+                self.raw_queue(name).create_queue()
+        with contextlib.suppress(ResourceExistsError):
+            self.table.create_table()
+        with contextlib.suppress(ResourceExistsError):
+            self.logs.create_container()

@@ -1,0 +1,139 @@
+"""The variable factory: build, validate, merge and filter a run's prefixed variables.
+
+A run's state is a flat mapping of names `^<prefix>[A-Za-z_][A-Za-z0-9_]*$` to strings. The
+orchestrator owns the reserved names; the requester and the job own the rest. The total size is
+bounded so every queue message carrying the state stays under the 64 KiB queue limit.
+
+This module is stdlib-only: the container image ships it so the runner speaks the same contract.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+
+from loadme.errors import VariableError
+
+DEFAULT_PREFIX = "___"
+# Measured as compact ASCII JSON. 30,000 leaves room in a 48 KiB queue payload for the envelope
+# and a 4 KiB log tail, and fits one Table storage string property (32 Ki UTF-16 chars).
+MAX_VARIABLES_BYTES = 30_000
+MAX_NAME_LENGTH = 128
+RESERVED_SUFFIXES = ("RunId", "Step", "ContainerGroup", "Image", "CreatedAt", "Deadline", "Trigger")
+
+
+def variables_size(variables: Mapping[str, str]) -> int:
+    """Bytes the variables take in a message (compact ASCII JSON)."""
+    return len(json.dumps(variables, ensure_ascii=True, separators=(",", ":")))
+
+
+class VariableFactory:
+    """Validates and combines variables for one prefix and a set of secret names."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX, secret_names: Iterable[str] = ()) -> None:
+        self.prefix = prefix
+        self._pattern = re.compile("^" + re.escape(prefix) + r"[A-Za-z_][A-Za-z0-9_]*$")
+        self.reserved = frozenset(prefix + s for s in RESERVED_SUFFIXES)
+        self.secret_names = frozenset(secret_names)
+
+    def name(self, suffix: str) -> str:
+        """The full variable name for `suffix` (e.g. `RunId` -> `___RunId`)."""
+        return self.prefix + suffix
+
+    def is_name(self, name: str) -> bool:
+        """True when `name` is a well-formed variable name for this prefix."""
+        return len(name) <= MAX_NAME_LENGTH and bool(self._pattern.match(name))
+
+    def check_name(self, name: object) -> str:
+        """Return `name` if valid. Raises VariableError naming the problem."""
+        if not isinstance(name, str) or not self.is_name(name):
+            raise VariableError(
+                f"invalid variable name {name!r}: must match {self.prefix}[A-Za-z_][A-Za-z0-9_]* "
+                f"(at most {MAX_NAME_LENGTH} characters)"
+            )
+        return name
+
+    def check_size(self, variables: Mapping[str, str]) -> None:
+        """Raises VariableError (413) when the variables exceed the message budget."""
+        size = variables_size(variables)
+        if size > MAX_VARIABLES_BYTES:
+            raise VariableError(
+                f"variables take {size} bytes, more than the {MAX_VARIABLES_BYTES} a run may carry",
+                status=413,
+            )
+
+    def validate_requested(self, variables: object) -> dict[str, str]:
+        """Validate variables a requester supplies. Raises VariableError naming the first problem."""
+        if not isinstance(variables, dict):
+            raise VariableError("'variables' must be a JSON object of name -> string")
+        result: dict[str, str] = {}
+        for name, value in variables.items():
+            self.check_name(name)
+            if name in self.reserved:
+                raise VariableError(f"variable {name} is reserved: the orchestrator sets it")
+            if name in self.secret_names:
+                raise VariableError(f"variable {name} is a secret: it comes from app settings only")
+            if not isinstance(value, str):
+                raise VariableError(f"variable {name} must be a string, got {type(value).__name__}")
+            result[name] = value
+        self.check_size(result)
+        return result
+
+    def from_environ(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The prefixed variables in an environment mapping (secret ones left out)."""
+        return {
+            k: v for k, v in environ.items() if self.is_name(k) and k not in self.secret_names
+        }
+
+    def merge_job_output(
+        self, state: Mapping[str, str], reported: Mapping[str, str]
+    ) -> tuple[dict[str, str], list[str]]:
+        """Merge a job's reported variables over the run's state.
+
+        Reserved and secret names keep the state's value; malformed names are dropped. Returns the
+        merged variables and the names that were ignored. Raises VariableError if too large.
+        """
+        merged = dict(state)
+        ignored: list[str] = []
+        for name, value in reported.items():
+            if (
+                not isinstance(name, str)
+                or not isinstance(value, str)
+                or not self.is_name(name)
+                or name in self.secret_names
+                or (name in self.reserved and state.get(name) != value)
+            ):
+                ignored.append(str(name))
+                continue
+            merged[name] = value
+        self.check_size(merged)
+        return merged, ignored
+
+
+def parse_output_lines(text: str) -> tuple[dict[str, str], list[str]]:
+    """Parse a job's output file of `NAME=value` lines (later lines win).
+
+    Returns the variables and the lines that could not be parsed (blank lines are skipped).
+    """
+    found: dict[str, str] = {}
+    bad: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            bad.append(line)
+            continue
+        found[name.strip()] = value
+    return found, bad
+
+
+REDACTED = "***"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value replaced by `***` (longest first, so overlaps go too)."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
