@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
@@ -70,7 +71,7 @@ def bearer_token(env: dict[str, str]) -> str:
     return str(response.json()["access_token"])
 
 
-def post_result(env: dict[str, str], queue_text: str, sleep=time.sleep) -> bool:
+def post_result(env: dict[str, str], queue_text: str, sleep: Callable[[float], None] = time.sleep) -> bool:
     """POST the message to the queue, retrying throttling, 5xx and network errors. True if it landed."""
     url = env["LOADME_RESULT_URL"]
     body = f"<QueueMessage><MessageText>{escape(queue_text)}</MessageText></QueueMessage>"
@@ -102,7 +103,9 @@ def post_result(env: dict[str, str], queue_text: str, sleep=time.sleep) -> bool:
     return False
 
 
-def main(argv: list[str], environ: dict[str, str] | None = None) -> int:
+def main(
+    argv: list[str], environ: dict[str, str] | None = None, sleep: Callable[[float], None] = time.sleep
+) -> int:
     """Run the job named by `argv` and post its result. Returns the process exit code."""
     env = dict(os.environ if environ is None else environ)
     if not argv:
@@ -139,7 +142,7 @@ def main(argv: list[str], environ: dict[str, str] | None = None) -> int:
         log_tail=redact(tail, secrets)[-MAX_LOG_TAIL_CHARS:],
         finished_at=datetime.now(UTC).isoformat(),
     )
-    if not post_result(env, message.to_queue_text()):
+    if not post_result(env, message.to_queue_text(), sleep):
         say("RESULT NOT DELIVERED: the run will be recorded as failed by the janitor")
         return EXIT_POST_FAILED
     return exit_code

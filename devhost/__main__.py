@@ -25,6 +25,18 @@ def load_local_settings(path: Path) -> None:
         os.environ.setdefault(key, str(value))
 
 
+def _stop_local_containers() -> None:
+    """Ctrl-C stops everything the stack started, local containers included."""
+    from loadme.context import get_context
+    from loadme.executors.local import LocalExecutor
+
+    executor = get_context().executor
+    if isinstance(executor, LocalExecutor):
+        stopped = executor.stop_all()
+        if stopped:
+            logging.info("stopped %d local container(s); the janitor records their runs", stopped)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEVHOST_PORT", "7071")))
@@ -32,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-azurite", action="store_true", help="use the storage in AzureWebJobsStorage as is")
     parser.add_argument("--azurite-dir", type=Path, default=REPO_ROOT / ".azurite")
     parser.add_argument("--lease-seconds", type=float, default=float(os.environ.get("DEVHOST_LEASE_SECONDS", "60")))
+    parser.add_argument("--duplicate-deliveries", action="store_true",
+                        help="fault injection: deliver every queue message twice")
+    parser.add_argument("--message-tap", type=Path, help="append every decoded queue message to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -63,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
         host = LocalHost(function_app.app, get_context().storage,
                          QueueSettings.from_host_json(REPO_ROOT / "host.json"),
-                         port=args.port, lease_seconds=args.lease_seconds)
+                         port=args.port, lease_seconds=args.lease_seconds,
+                         duplicate_deliveries=args.duplicate_deliveries, message_tap=args.message_tap)
         host.start()
         print(f"local host ready on http://127.0.0.1:{host.port}/api", flush=True)
         stopped.wait()
@@ -72,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if host is not None:
             host.stop()
+            _stop_local_containers()
         if azurite is not None:
             azurite.stop()
         logging.info("stopped")

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -93,12 +94,20 @@ class LocalHost:
         queue_settings: QueueSettings,
         port: int = 7071,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        duplicate_deliveries: bool = False,
+        message_tap: Path | None = None,
     ) -> None:
         self.functions = [FunctionSpec(f) for f in app.get_functions()]
         self.storage = storage
         self.queue_settings = queue_settings
         self.port = port
         self.lease_seconds = lease_seconds
+        # Fault injection for tests: deliver every message a second time (at-least-once, made real).
+        self.duplicate_deliveries = duplicate_deliveries
+        self._duplicated: set[str] = set()
+        # Every decoded message body, appended to a file (tests check no secret ever travels).
+        self.message_tap = message_tap
+        self._tap_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
@@ -124,6 +133,11 @@ class LocalHost:
                 raise ValueError(f"{spec.name}: trigger type {kind} is not supported by the local host")
         routes = ", ".join(f"{'/'.join(f.trigger['methods'])} /api/{f.trigger['route']}" for f in http_functions)
         logger.info("local host listening on http://127.0.0.1:%d (%s)", self.port, routes)
+        for spec in self.functions:
+            if spec.trigger["type"] == "queueTrigger":
+                logger.info("queue trigger %s <- %s", spec.name, resolve_setting(spec.trigger["queueName"]))
+            elif spec.trigger["type"] == "timerTrigger":
+                logger.info("timer trigger %s on %r", spec.name, resolve_setting(spec.trigger["schedule"]))
 
     def stop(self) -> None:
         """Stop accepting work and wait for the threads (in-flight messages become visible again)."""
@@ -189,6 +203,10 @@ class LocalHost:
                          spec.name, message.id, queue_name, poison_queue(queue_name))
             self._poison(queue_name, message)
             return
+        self._tap(queue_name, body)
+        if self.duplicate_deliveries and message.content not in self._duplicated:
+            self._duplicated.add(message.content)
+            client.send_message(message.content)
         trigger = QueueMessage(
             id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt,
             insertion_time=message.inserted_on, expiration_time=message.expires_on,
@@ -211,6 +229,11 @@ class LocalHost:
             return
         lease.stop()
         client.delete_message(message.id, lease.pop_receipt)
+
+    def _tap(self, queue_name: str, body: bytes) -> None:
+        if self.message_tap is not None:
+            with self._tap_lock, open(self.message_tap, "ab") as tap:
+                tap.write(queue_name.encode() + b" " + body + b"\n")
 
     def _send_outputs(self, spec: FunctionSpec, outputs: dict[str, Any]) -> None:
         for binding in spec.queue_outputs:

@@ -30,6 +30,7 @@ TERMINAL = "terminal"
 
 TERMINAL_STATES = ("succeeded", "failed", "timed_out", "cancelled")
 _JSON_FIELDS = ("variables", "steps", "ignored")
+_TIMELINE_HIDDEN = ("variables", "steps", "digest")
 _ORDER = {REQUESTED: 0, DEPLOYING: 1, STARTED: 2, RESULT: 3, TERMINAL: 4, LOGS_ARCHIVED: 5, REMOVED: 6}
 
 
@@ -49,7 +50,9 @@ class Event:
     details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "step": self.step, "event": self.event, **self.details}
+        """The event for the timeline: bulky state (variables, step plan) is left to the run."""
+        details = {k: v for k, v in self.details.items() if k not in _TIMELINE_HIDDEN}
+        return {"at": self.at, "step": self.step, "event": self.event, **details}
 
 
 class Journal:
@@ -115,12 +118,14 @@ class RunView:
     current_step: int
     events: list[Event]
     logs: list[str]
+    plan: list[dict[str, Any]]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "state": self.state, "cleaned_up": self.cleaned_up,
             "current_step": self.current_step, "steps": self.steps,
             "variables": self.variables, "logs": self.logs,
+            "plan": self.plan,
             "events": [e.as_dict() for e in self.events],
         }
 
@@ -153,6 +158,7 @@ def derive_run(run_id: str, events: list[Event]) -> RunView | None:
         cleaned_up=terminal is not None and steps_started <= steps_removed,
         variables=variables,
         steps=len(requested.details.get("steps", [])) if requested else 0,
+        plan=list(requested.details.get("steps", [])) if requested else [],
         current_step=current,
         events=events,
         logs=[str(e.details["blob"]) for e in events if e.event == LOGS_ARCHIVED],

@@ -32,6 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_DIR = REPO_ROOT / "container"
 RUNNER = CONTAINER_DIR / "runner.py"
 STOP_GRACE_SECONDS = 5.0
+STARTS_LEDGER = "starts.log"
 
 
 class LocalExecutor:
@@ -49,6 +50,7 @@ class LocalExecutor:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.defpath])
         env["PYTHONPATH"] = str(REPO_ROOT)
         env["PYTHONUNBUFFERED"] = "1"
+        env["LANG"] = "C.UTF-8"  # as the python:3.11-slim base image sets it
         return env
 
     def deploy(self, spec: ContainerSpec) -> bool:
@@ -76,6 +78,8 @@ class LocalExecutor:
             stderr=subprocess.DEVNULL,
         )
         (folder / "pid").write_text(str(process.pid))
+        with open(self.root / STARTS_LEDGER, "a") as ledger:  # append-only: one line per real start
+            ledger.write(f"{spec.name} {process.pid}\n")
         # Reap the supervisor when it exits so it never lingers as a zombie of the host.
         threading.Thread(target=process.wait, daemon=True).start()
         logger.info("started local container %s (pid %d)", spec.name, process.pid,
@@ -121,15 +125,27 @@ class LocalExecutor:
         shutil.rmtree(folder, ignore_errors=False)
         return True
 
+    def stop_all(self) -> int:
+        """Stop every running group's processes (folders stay, for the janitor); returns how many."""
+        stopped = 0
+        for group in self.list_owned():
+            pid = _read_pid(self._folder(group.name))
+            if pid is not None and _group_alive(pid):
+                _stop_group(pid)
+                stopped += 1
+        return stopped
+
     def list_owned(self) -> list[OwnedGroup]:
         """Every group folder that still exists."""
         owned: list[OwnedGroup] = []
         if not self.root.is_dir():
             return owned
         for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir():
+                continue
             try:
                 record = json.loads((folder / "spec.json").read_text())
-            except (FileNotFoundError, NotADirectoryError, ValueError):
+            except (FileNotFoundError, ValueError):
                 continue  # a claim still being written, or not ours
             owned.append(OwnedGroup(record["name"], record["run_id"], record["step"], record["deadline"]))
         return owned

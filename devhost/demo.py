@@ -1,0 +1,115 @@
+"""`make demo`: one run end to end on the local stack, then everything it started is stopped.
+
+Starts Azurite (in memory, free ports) and the local host, POSTs a run with two variables, waits
+for it, and prints the timeline and the final variables (the job adds `___Message`). Exits 0 when
+the run succeeded and its container process is gone; stops everything also when interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_SECONDS = 90
+TIMELINE_FIELDS = ("state", "trigger", "container_group", "exit_code", "reason", "blob")
+
+
+def _print_run(status: dict[str, Any]) -> None:
+    print(f"\nrun {status['run_id']}: {status['state']} (cleaned up: {status['cleaned_up']})")
+    print("\ntimeline:")
+    for event in status["events"]:
+        detail = " ".join(f"{k}={v}" for k, v in event.items() if k in TIMELINE_FIELDS and v not in ("", None))
+        print(f"  {event['at']}  step {event['step']}  {event['event']:<14} {detail}")
+    print("\nfinal variables:")
+    for name, value in sorted(status["variables"].items()):
+        print(f"  {name} = {value}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    sys.path.insert(0, str(REPO_ROOT))
+    from devhost.__main__ import load_local_settings
+    from devhost.azurite import free_port, start_azurite
+    from devhost.host import LocalHost
+    from devhost.hostconfig import QueueSettings
+
+    workdir = Path(tempfile.mkdtemp(prefix="loadme-demo-"))
+    os.environ["LOCAL_EXECUTOR_DIR"] = str(workdir / "containers")
+    load_local_settings(REPO_ROOT / "local.settings.sample.json")
+    azurite = host = None
+    try:
+        print("starting Azurite (in memory) ...", flush=True)
+        azurite = start_azurite(location=None, log_path=workdir / "azurite.log")
+        os.environ["AzureWebJobsStorage"] = azurite.connection_string
+
+        import function_app
+        from loadme.context import get_context
+
+        ctx = get_context()
+        host = LocalHost(function_app.app, ctx.storage, QueueSettings.from_host_json(REPO_ROOT / "host.json"),
+                         port=free_port())
+        host.start()
+        api = f"http://127.0.0.1:{host.port}/api"
+        body = {"variables": {"___Name": "Ada Lovelace", "___Team": "analytical-engines"}}
+        print(f"POST {api}/init_job {json.dumps(body)}", flush=True)
+        response = requests.post(f"{api}/init_job", json=body, timeout=30)
+        print(f"-> {response.status_code} {response.text}", flush=True)
+        response.raise_for_status()
+        status_url = response.json()["status_url"]
+
+        give_up = time.monotonic() + TIMEOUT_SECONDS
+        status: dict[str, Any] = {}
+        while time.monotonic() < give_up:
+            status = requests.get(status_url, timeout=30).json()
+            if status["cleaned_up"]:
+                break
+            time.sleep(0.5)
+        else:
+            print(f"run did not finish within {TIMEOUT_SECONDS}s: {status.get('state')}", file=sys.stderr)
+            return 1
+        _print_run(status)
+
+        ledger = workdir / "containers" / "starts.log"
+        pids = [int(line.split()[1]) for line in ledger.read_text().splitlines()]
+        leftovers = [pid for pid in pids if _alive(pid)]
+        print(f"\ncontainer processes started: {len(pids)}, still running: {len(leftovers)}")
+        print(f"container log archived as blob: {status['logs']}")
+        ok = status["state"] == "succeeded" and "___Message" in status["variables"] and not leftovers
+        return 0 if ok else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        if host is not None:
+            host.stop()
+            from loadme.context import get_context as _ctx
+            from loadme.executors.local import LocalExecutor
+
+            executor = _ctx().executor
+            if isinstance(executor, LocalExecutor):
+                executor.stop_all()
+        if azurite is not None:
+            azurite.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

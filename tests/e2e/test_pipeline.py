@@ -1,0 +1,156 @@
+"""End to end on the real local stack: Azurite + the local host (a subprocess) + local executor.
+
+The module's host delivers every queue message twice, so each test also proves the handlers are
+idempotent at every stage: one container per step, no duplicate journal rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+import requests
+
+from loadme.envelope import ResultMessage, decode
+from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name, poison_queue
+from tests.conftest import RESULT_KEY, SECRET_VALUE, Stack, wait_until
+
+pytestmark = pytest.mark.e2e
+EXPECTED_ROWS = ["000-requested", "000-terminal", "001-deploying", "001-logs_archived", "001-removed",
+                 "001-result", "001-started"]
+
+
+def _rows(stack: Stack, run_id: str) -> list[dict[str, Any]]:
+    table = stack.context.storage.table
+    return list(table.query_entities("PartitionKey eq @r", parameters={"r": run_id}))
+
+
+def _tapped(stack: Stack, queue: str, run_id: str) -> list[str]:
+    """Bodies of the messages the host received on `queue` for this run."""
+    lines = stack.tap_path.read_text().splitlines() if stack.tap_path.exists() else []
+    return [line.split(" ", 1)[1] for line in lines if line.startswith(queue + " ") and run_id in line]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _start(stack: Stack, body: dict[str, Any]) -> str:
+    response = stack.post_run(body)
+    assert response.status_code == 202, response.text
+    return str(response.json()["run_id"])
+
+
+def test_happy_path_with_every_message_delivered_twice(stack: Stack) -> None:
+    run_id = _start(stack, {"variables": {"___Name": "Grace", "___Team": "ops"}})
+    status = stack.wait_for_run(run_id)
+
+    assert status["state"] == "succeeded"
+    variables = status["variables"]
+    assert (variables["___Name"], variables["___Team"]) == ("Grace", "ops")
+    assert variables["___Message"] == "Hello, Grace!"  # the one the job added
+    assert [e["event"] for e in status["events"]] == [
+        "requested", "deploying", "started", "result", "terminal", "logs_archived", "removed"]
+    group = container_group_name(run_id, 1)
+    assert stack.starts().count(group) == 1
+    assert sorted(r["RowKey"] for r in _rows(stack, run_id)) == EXPECTED_ROWS
+    for queue in ("initjob", "stage2", "removeinfra"):  # stage2 re-sends the removal on redelivery: >= 2
+        wait_until(lambda q=queue: len(_tapped(stack, q, run_id)) >= 2, 30, f"{queue} delivered twice")
+    assert stack.starts().count(group) == 1
+    assert sorted(r["RowKey"] for r in _rows(stack, run_id)) == EXPECTED_ROWS
+    pid = int(next(line.split()[1] for line in (stack.executor_dir / "starts.log").read_text().splitlines()
+                   if line.startswith(group)))
+    assert not _pid_alive(pid)
+    assert not (stack.executor_dir / group).exists()
+
+
+def test_failing_job_fails_the_run_removes_it_and_keeps_its_log(stack: Stack) -> None:
+    run_id = _start(stack, {"variables": {"___Name": "Lin", "___DemoExitCode": "4"}})
+    status = stack.wait_for_run(run_id)
+    assert (status["state"], status["cleaned_up"]) == ("failed", True)
+    assert next(e for e in status["events"] if e["event"] == "terminal")["exit_code"] == 4
+    blob = stack.context.storage.logs.download_blob(status["logs"][0]).readall().decode()
+    assert "demo job: Hello, Lin!" in blob and "job exited 4" in blob
+
+
+def test_forged_and_replayed_results_are_rejected(stack: Stack) -> None:
+    run_id = _start(stack, {"variables": {"___Name": "Kay"}})
+    status = stack.wait_for_run(run_id)
+    rows_before = sorted(r["RowKey"] for r in _rows(stack, run_id))
+    genuine = _tapped(stack, STAGE2_QUEUE, run_id)[0]
+    stage2 = stack.context.storage.queue(STAGE2_QUEUE)
+
+    stage2.send_message(genuine)  # replay of the accepted result
+    forged = json.loads(genuine)
+    forged["token"] = "f" * 64
+    forged["variables"]["___Message"] = "forged"
+    stage2.send_message(json.dumps(forged))
+
+    wait_until(lambda: stack.log_text().count("result rejected") >= 2, 30, "both rejections in the host log")
+    assert "wrong result token" in stack.log_text()
+    assert "already accepted (replay)" in stack.log_text()
+    after = stack.status(run_id)
+    assert after["variables"] == status["variables"] and after["state"] == "succeeded"
+    assert sorted(r["RowKey"] for r in _rows(stack, run_id)) == rows_before
+
+
+def test_bad_http_input_gets_4xx_json_errors(stack: Stack) -> None:
+    url = f"{stack.base_url}/init_job"
+    cases = [
+        (b"{oops", "application/json", 400, "invalid JSON"),
+        (b'"just a string"', "application/json", 400, "must be a JSON object"),
+        (b'{"variables": {"9bad": "x"}}', "application/json", 400, "invalid variable name"),
+        (b'{"variables": {"___Step": "7"}}', "application/json", 400, "reserved"),
+        (b'{"variables": {"___A": "' + b"x" * 70_000 + b'"}}', "application/json", 413, "limit"),
+        (b'{"variables": {}}', "application/x-www-form-urlencoded", 415, "Content-Type"),
+    ]
+    for body, content_type, status, message in cases:
+        response = requests.post(url, data=body, headers={"Content-Type": content_type}, timeout=30)
+        assert response.status_code == status, (body[:40], response.text)
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert message in response.json()["error"]
+    assert requests.get(f"{stack.base_url}/runs/{'0' * 32}", timeout=30).status_code == 404
+    assert requests.get(url, timeout=30).status_code == 405
+
+
+def test_non_base64_message_goes_to_poison_while_runs_continue(stack: Stack) -> None:
+    raw = stack.context.storage.raw_queue(INITJOB_QUEUE)
+    raw.send_message("this is {not} base64!")
+    run_id = _start(stack, {"variables": {"___Name": "Poe"}})
+    poison = stack.context.storage.raw_queue(poison_queue(INITJOB_QUEUE))
+
+    def poisoned() -> bool:
+        return any(m.content == "this is {not} base64!" for m in poison.peek_messages(max_messages=32))
+
+    wait_until(poisoned, 30, "the bad message in initjob-poison")
+    assert stack.wait_for_run(run_id)["state"] == "succeeded"
+    assert "is not valid base64; moving it to initjob-poison" in stack.log_text()
+
+
+def test_no_secret_in_messages_journal_logs_or_blobs(stack: Stack) -> None:
+    leak = ["python", "-c", "import os; print('token is', os.environ['___ApiToken'])"]
+    run_id = _start(stack, {"variables": {"___Name": "Sam"}, "command": leak})
+    status = stack.wait_for_run(run_id)
+    assert status["state"] == "succeeded"
+    ctx = stack.context
+    log_blob = ctx.storage.logs.download_blob(status["logs"][0]).readall().decode()
+    assert "token is ***" in log_blob  # the job did print it; the archive has it redacted
+    result = decode(_tapped(stack, STAGE2_QUEUE, run_id)[0], ResultMessage)
+    assert "token is ***" in result.log_tail
+
+    places = {
+        "queue messages": stack.tap_path.read_text(),
+        "journal rows": json.dumps([dict(r) for r in ctx.storage.table.list_entities()], default=str),
+        "host log": stack.log_text(),
+        "log blobs": "".join(ctx.storage.logs.download_blob(b.name).readall().decode()
+                             for b in ctx.storage.logs.list_blobs()),
+    }
+    for place, text in places.items():
+        for secret in (SECRET_VALUE, RESULT_KEY, "sig="):
+            assert secret not in text, f"{secret!r} leaked into {place}"

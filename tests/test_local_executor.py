@@ -1,0 +1,95 @@
+"""The local executor: a real process per container group, with exactly the ACI environment."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from loadme.context import Context
+from loadme.deploy import build_container_spec
+from loadme.envelope import StepMessage, StepPlan
+from loadme.executors.local import RUNNER, LocalExecutor
+from loadme.names import container_group_name, new_run_id
+from loadme.runs import reserved_variables
+from tests.conftest import wait_until
+
+
+def _step(ctx: Context, command: tuple[str, ...], **variables: str) -> StepMessage:
+    run_id = new_run_id()
+    plan = StepPlan("img:test", command)
+    created, deadline = "2026-01-01T00:00:00+00:00", "2099-01-01T00:00:00+00:00"
+    return StepMessage(
+        run_id=run_id, step=1, attempt=1, created_at=created, deadline=deadline, steps=(plan,), trigger="http",
+        variables={**variables, **reserved_variables(ctx, run_id, 1, plan, created, deadline, "http")},
+    )
+
+
+def test_runner_gets_exactly_the_aci_environment(context: Context, tmp_path: Path) -> None:
+    dump = tmp_path / "env.json"
+    msg = _step(context, ("python", "-c", f"import json, os; json.dump(dict(os.environ), open({str(dump)!r}, 'w'))"),
+                ___Color="red")
+    spec = build_container_spec(context, msg)
+    executor = context.executor
+    assert isinstance(executor, LocalExecutor)
+    assert executor.deploy(spec) is True
+    wait_until(lambda: executor.state(spec.name).state == "terminated", 30, "the container to finish")
+    seen = json.loads(dump.read_text())
+
+    aci_env = {e["name"]: e.get("value", e.get("secureValue")) for e in spec.environment}
+    image_env = {"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "LANG"}
+    runner_only = {"LOADME_RESULT_TOKEN", "LOADME_RESULT_SAS"}  # the runner keeps its credentials to itself
+    expected = {k: v for k, v in aci_env.items() if k not in runner_only}
+    assert {k: v for k, v in seen.items() if k not in image_env | {"LOADME_OUTPUT"}} == expected
+    assert seen["___Color"] == "red" and seen["___ApiToken"] == aci_env["___ApiToken"]
+    assert executor.state(spec.name).exit_code == 0
+    assert "result posted" in executor.logs(spec.name)
+
+
+def test_deploy_is_idempotent_and_delete_stops_the_process_group(context: Context) -> None:
+    msg = _step(context, ("python", "jobs/demo_job.py"), ___DemoSleepSeconds="60")
+    spec = build_container_spec(context, msg)
+    executor = context.executor
+    assert isinstance(executor, LocalExecutor)
+    assert executor.deploy(spec) is True
+    assert executor.deploy(spec) is False
+    wait_until(lambda: executor.state(spec.name).state == "running", 10, "the container to run")
+    pid = int((executor.root / spec.name / "pid").read_text())
+    assert [g.name for g in executor.list_owned()] == [spec.name]
+    assert executor.delete(spec.name) is True
+    assert executor.state(spec.name).state == "missing"
+    assert executor.delete(spec.name) is False
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+    assert executor.logs(spec.name) == ""
+
+
+def test_killed_runner_is_reported_as_terminated_by_signal(context: Context) -> None:
+    msg = _step(context, ("python", "jobs/demo_job.py"), ___DemoSleepSeconds="60")
+    spec = build_container_spec(context, msg)
+    executor = context.executor
+    executor.deploy(spec)
+    wait_until(lambda: "starting" in executor.logs(spec.name), 10, "the runner to start")
+    runner_pids = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                   and _cmdline(p).split("\0")[1:2] == [str(RUNNER)] and spec.run_id in _environ(p)]
+    assert len(runner_pids) == 1
+    os.kill(int(runner_pids[0].name), 9)
+    status = wait_until(lambda: (s := executor.state(spec.name)).state == "terminated" and s, 10, "exit code")
+    assert status.exit_code == 137
+    assert container_group_name(msg.run_id, 1) == spec.name
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _environ(proc: Path) -> str:
+    try:
+        return (proc / "environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""

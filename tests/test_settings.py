@@ -1,0 +1,78 @@
+"""Settings: built from a mapping, every problem reported at once, secrets out of repr."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loadme.errors import SettingsError
+from loadme.settings import Settings
+
+VALID = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "EXECUTOR": "local",
+    "RESULT_KEY": "k" * 40,
+    "DEFAULT_IMAGE": "loadme-runner:dev",
+}
+
+
+def test_minimal_settings_take_defaults() -> None:
+    settings = Settings.from_mapping(VALID)
+    assert settings.variable_prefix == "___"
+    assert settings.default_command == ("python", "jobs/demo_job.py")
+    assert settings.run_timeout_seconds == 3600
+    assert settings.result_auth == "sas"
+    assert settings.schedule is None
+    assert settings.aci is None
+
+
+def test_every_missing_setting_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_mapping({})
+    names = [p.split(":")[0] for p in err.value.problems]
+    assert names == ["EXECUTOR", "AzureWebJobsStorage", "RESULT_KEY", "DEFAULT_IMAGE"]
+
+
+def test_invalid_values_are_named() -> None:
+    env = {**VALID, "EXECUTOR": "k8s", "RESULT_KEY": "short", "RUN_TIMEOUT_SECONDS": "soon",
+           "DEFAULT_COMMAND": "[]", "DEFAULT_VARIABLES": "{bad", "VARIABLE_PREFIX": "1x",
+           "JOURNAL_TABLE": "no-dashes", "LOGS_CONTAINER": "UPPER"}
+    with pytest.raises(SettingsError) as err:
+        Settings.from_mapping(env)
+    text = str(err.value)
+    for expected in ("EXECUTOR: 'k8s' is not one of local, aci", "RESULT_KEY: must be at least 32",
+                     "RUN_TIMEOUT_SECONDS: 'soon' is not an integer", "DEFAULT_COMMAND: must be a non-empty",
+                     "DEFAULT_VARIABLES: not valid JSON", "VARIABLE_PREFIX: must match",
+                     "JOURNAL_TABLE: not a valid table name", "LOGS_CONTAINER: not a valid blob container"):
+        assert expected in text
+
+
+def test_default_variables_follow_the_variable_contract() -> None:
+    with pytest.raises(SettingsError, match="DEFAULT_VARIABLES: variable ___RunId is reserved"):
+        Settings.from_mapping({**VALID, "DEFAULT_VARIABLES": json.dumps({"___RunId": "x"})})
+
+
+def test_secret_variables_resolve_other_settings() -> None:
+    env = {**VALID, "SECRET_VARIABLES": json.dumps({"___Token": "MY_TOKEN"}), "MY_TOKEN": "hunter2-value"}
+    settings = Settings.from_mapping(env)
+    assert settings.secret_variables == {"___Token": "hunter2-value"}
+    assert "hunter2-value" not in repr(settings) and "k" * 40 not in repr(settings)
+    with pytest.raises(SettingsError, match="refers to setting 'MY_TOKEN', which is missing"):
+        Settings.from_mapping({**env, "MY_TOKEN": ""})
+
+
+def test_aci_settings_are_required_only_for_aci() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_mapping({**VALID, "EXECUTOR": "aci"})
+    names = {p.split(":")[0] for p in err.value.problems}
+    assert names == {"AZURE_SUBSCRIPTION_ID", "DEPLOYMENT_RESOURCE_GROUP", "ACI_LOCATION",
+                     "TEMPLATE_SPEC_VERSION_ID", "CONTAINER_IDENTITY_ID", "REGISTRY_SERVER"}
+
+
+def test_identity_storage_needs_identity_result_auth() -> None:
+    env = {k: v for k, v in VALID.items() if k != "AzureWebJobsStorage"}
+    env["AzureWebJobsStorage__accountName"] = "acct"
+    with pytest.raises(SettingsError, match="RESULT_AUTH: 'sas' needs an account key"):
+        Settings.from_mapping(env)
+    assert Settings.from_mapping({**env, "RESULT_AUTH": "identity"}).storage_account_name == "acct"
