@@ -15,11 +15,13 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from loadme.api import check_idempotency_key, error_body, parse_start_request, start_request_from_object
+from loadme.cancel import cancel_run as cancel
 from loadme.cleanup import remove_step
 from loadme.context import configure_logging, get_context
 from loadme.deploy import deploy_step
 from loadme.envelope import Message, RemovalMessage, ResultMessage, StepMessage, decode
 from loadme.errors import EnvelopeError, RequestError, SettingsError
+from loadme.janitor import poison_stats, sweep
 from loadme.names import (
     INITJOB_QUEUE,
     REMOVEINFRA_QUEUE,
@@ -27,10 +29,11 @@ from loadme.names import (
     is_run_id,
     run_id_for_idempotency_key,
 )
+from loadme.openapi import openapi_document
 from loadme.results import accept_result
 from loadme.runs import run_status as read_run_status
 from loadme.runs import start_run
-from loadme.settings import SCHEDULE_SETTING
+from loadme.settings import JANITOR_SCHEDULE_SETTING, SCHEDULE_SETTING
 
 CONNECTION = "AzureWebJobsStorage"
 logger = logging.getLogger("loadme.functions")
@@ -96,6 +99,37 @@ def run_status(req: func.HttpRequest) -> func.HttpResponse:
     return _json(200, status)
 
 
+@app.function_name("cancel_run")
+@app.route(route="runs/{run_id}", methods=["DELETE"])
+@app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
+def cancel_run(req: func.HttpRequest, removeinfra: func.Out[list[str]]) -> func.HttpResponse:
+    """Cancel a run and remove its containers: 202 (also when already cancelled), 404, or 409."""
+    run_id = req.route_params.get("run_id", "")
+    outcome = cancel(get_context(), run_id) if is_run_id(run_id) else None
+    if outcome is None or not outcome.found:
+        return _json(404, error_body(f"no run with id {run_id!r}"))
+    _send(removeinfra, list(outcome.removals))
+    if outcome.conflict:
+        return _json(409, error_body(f"run {run_id} already {outcome.state}; it cannot be cancelled"))
+    status_url = f"{_api_base(req)}/runs/{run_id}"
+    return _json(202, {"run_id": run_id, "state": outcome.state, "status_url": status_url})
+
+
+@app.function_name("service_status")
+@app.route(route="status", methods=["GET"])
+def service_status(req: func.HttpRequest) -> func.HttpResponse:
+    """Depth and oldest-message age of each poison queue."""
+    stats = poison_stats(get_context())
+    return _json(200, {"poison_queues": {p.queue: p.as_dict() for p in stats}})
+
+
+@app.function_name("openapi")
+@app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI 3 document of this API."""
+    return _json(200, openapi_document(os.environ.get("VARIABLE_PREFIX") or "___"))
+
+
 @app.function_name("dq_init_job")
 @app.queue_trigger(arg_name="msg", queue_name=INITJOB_QUEUE, connection=CONNECTION)
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
@@ -123,6 +157,19 @@ def remove_infra(msg: func.QueueMessage) -> None:
     """Archive the step's logs and delete its container group (idempotent)."""
     removal: RemovalMessage = _decode(msg, RemovalMessage, REMOVEINFRA_QUEUE)
     remove_step(get_context(), removal)
+
+
+@app.function_name("janitor")
+@app.timer_trigger(
+    arg_name="timer",
+    schedule=f"%{JANITOR_SCHEDULE_SETTING}%" if os.environ.get(JANITOR_SCHEDULE_SETTING) else "0 */5 * * * *",
+    use_monitor=True,
+)
+@app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
+def janitor(timer: func.TimerRequest, removeinfra: func.Out[list[str]]) -> None:
+    """Time out, fail and remove what the normal flow could not finish; report poison queues."""
+    report = sweep(get_context())
+    _send(removeinfra, list(report.removals))
 
 
 # The timer exists only when a schedule is configured (changing app settings restarts the app).

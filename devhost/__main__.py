@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-seconds", type=float, default=float(os.environ.get("DEVHOST_LEASE_SECONDS", "60")))
     parser.add_argument("--duplicate-deliveries", action="store_true",
                         help="fault injection: deliver every queue message twice")
+    parser.add_argument("--faults", help='fault injection plan, JSON: {"seed": 1, "transient_rate": 0.2, '
+                        '"removal_failure_rate": 0.2}')
     parser.add_argument("--message-tap", type=Path, help="append every decoded queue message to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     host = None
     try:
+        from devhost.faults import FaultPlan
         from devhost.host import LocalHost
         from devhost.hostconfig import QueueSettings
         from loadme.context import get_context
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         host = LocalHost(function_app.app, get_context().storage,
                          QueueSettings.from_host_json(REPO_ROOT / "host.json"),
                          port=args.port, lease_seconds=args.lease_seconds,
-                         duplicate_deliveries=args.duplicate_deliveries, message_tap=args.message_tap)
+                         duplicate_deliveries=args.duplicate_deliveries, message_tap=args.message_tap,
+                         faults=FaultPlan.from_json(args.faults) if args.faults else None)
         host.start()
         print(f"local host ready on http://127.0.0.1:{host.port}/api", flush=True)
         stopped.wait()

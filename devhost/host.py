@@ -34,6 +34,7 @@ import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
+from devhost.faults import FaultPlan, InjectedFault
 from devhost.hostconfig import QueueSettings
 from loadme.names import poison_queue
 from loadme.storage import StorageClients
@@ -96,6 +97,7 @@ class LocalHost:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         duplicate_deliveries: bool = False,
         message_tap: Path | None = None,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.functions = [FunctionSpec(f) for f in app.get_functions()]
         self.storage = storage
@@ -107,6 +109,7 @@ class LocalHost:
         self._duplicated: set[str] = set()
         # Every decoded message body, appended to a file (tests check no secret ever travels).
         self.message_tap = message_tap
+        self.faults = faults
         self._tap_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -214,12 +217,15 @@ class LocalHost:
         )
         lease = _LeaseRenewer(client, message, self.lease_seconds)
         try:
+            if self.faults and message.dequeue_count <= self.faults.failures(queue_name, message.content):
+                raise InjectedFault(f"injected transient fault (delivery {message.dequeue_count})")
             _, outputs = spec.invoke(trigger)
             self._send_outputs(spec, outputs)
         except Exception as exc:  # noqa: BLE001 - the host records every failure and retries
             lease.stop()
             logger.error("%s: message %s failed (delivery %d of %d): %s\n%s", spec.name, message.id,
-                         message.dequeue_count, settings.max_dequeue_count, exc, traceback.format_exc())
+                         message.dequeue_count, settings.max_dequeue_count, exc,
+                         "" if isinstance(exc, InjectedFault) else traceback.format_exc())
             if message.dequeue_count >= settings.max_dequeue_count:
                 logger.error("%s: moving message %s to %s", spec.name, message.id, poison_queue(queue_name))
                 self._poison(queue_name, message, lease.pop_receipt)

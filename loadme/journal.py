@@ -30,7 +30,7 @@ TERMINAL = "terminal"
 
 TERMINAL_STATES = ("succeeded", "failed", "timed_out", "cancelled")
 _JSON_FIELDS = ("variables", "steps", "ignored")
-_TIMELINE_HIDDEN = ("variables", "steps", "digest")
+_TIMELINE_HIDDEN = ("variables", "steps", "digest", "fingerprint")
 _ORDER = {REQUESTED: 0, DEPLOYING: 1, STARTED: 2, RESULT: 3, TERMINAL: 4, LOGS_ARCHIVED: 5, REMOVED: 6}
 
 

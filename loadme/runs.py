@@ -6,6 +6,8 @@ the requester's, then the reserved ones the orchestrator calculates.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +17,7 @@ from loadme import journal as j
 from loadme.api import StartRequest
 from loadme.context import Context
 from loadme.envelope import StepMessage, StepPlan
+from loadme.errors import RequestError
 from loadme.names import container_group_name, new_run_id
 
 logger = logging.getLogger(__name__)
@@ -44,16 +47,31 @@ def reserved_variables(
     }
 
 
+def request_fingerprint(request: StartRequest) -> str:
+    """A digest of what was asked for (not of the bytes), to spot a reused idempotency key."""
+    canonical = json.dumps(
+        [request.variables, [[s.image, list(s.command)] for s in request.steps], request.timeout_seconds],
+        sort_keys=True, separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def start_run(ctx: Context, request: StartRequest, trigger: str, run_id: str | None = None) -> Started:
     """Record a new run and build its first `initjob` message.
 
-    With a `run_id` (from an idempotency key) an existing run is returned as is.
-    Raises VariableError (413) when the run's variables would not fit a message.
+    With a `run_id` (from an idempotency key) an existing run is returned as is. Raises
+    RequestError (422) when that run was started by a different request, VariableError (413)
+    when the run's variables would not fit a message.
     """
+    fingerprint = request_fingerprint(request)
+    if run_id is not None:
+        existing = ctx.journal.get(run_id, 0, j.REQUESTED)
+        if existing is not None:
+            if existing.details.get("fingerprint") != fingerprint:
+                raise RequestError(422, "Idempotency-Key was already used for a different request")
+            logger.info("run already exists; not starting it again", extra={"run_id": run_id})
+            return Started(run_id, None)
     run_id = run_id or new_run_id()
-    if run_id and ctx.journal.get(run_id, 0, j.REQUESTED) is not None:
-        logger.info("run already exists; not starting it again", extra={"run_id": run_id})
-        return Started(run_id, None)
     now = ctx.clock()
     created_at = now.isoformat()
     deadline = (now + timedelta(seconds=request.timeout_seconds)).isoformat()
@@ -68,7 +86,7 @@ def start_run(ctx: Context, request: StartRequest, trigger: str, run_id: str | N
         variables=variables, steps=request.steps, trigger=trigger,
     )
     ctx.journal.record(
-        run_id, 0, j.REQUESTED, trigger=trigger, variables=variables, deadline=deadline,
+        run_id, 0, j.REQUESTED, trigger=trigger, variables=variables, deadline=deadline, fingerprint=fingerprint,
         steps=[{"image": s.image, "command": list(s.command)} for s in request.steps],
     )
     logger.info("run requested by %s with %d step(s)", trigger, len(request.steps),

@@ -70,6 +70,7 @@ class Settings:
     scheduled_variables: dict[str, str]
     schedule: str | None
     janitor_schedule: str
+    result_grace_seconds: int
     local_executor_dir: str
     aci: AciSettings | None
 
@@ -129,6 +130,7 @@ class Settings:
             scheduled_variables=reader.json_object("SCHEDULED_INIT_VARIABLES", {}),
             schedule=env.get(SCHEDULE_SETTING, "").strip() or None,
             janitor_schedule=env.get(JANITOR_SCHEDULE_SETTING, "").strip() or "0 */5 * * * *",
+            result_grace_seconds=reader.integer("RESULT_GRACE_SECONDS", 120, 1, 3600),
             local_executor_dir=reader.text("LOCAL_EXECUTOR_DIR", ".loadme/containers"),
             aci=_aci_settings(reader, result_auth) if executor == "aci" else None,
         )

@@ -7,6 +7,7 @@ Two implementations: `local` (a subprocess per container, for the local stack) a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -27,12 +28,14 @@ class ContainerSpec:
 class ContainerStatus:
     """What the platform says about a container group.
 
-    `state` is one of: pending, running, terminated, failed (could not start), missing.
+    `state` is one of: pending, running, terminated, failed (could not start), missing;
+    `finished_at` is when the container stopped, where the platform says.
     """
 
     state: str
     exit_code: int | None = None
     detail: str = ""
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loadme.aci_env import as_process_environment
@@ -93,15 +94,16 @@ class LocalExecutor:
             return ContainerStatus("missing")
         exit_file = folder / "exit_code"
         if exit_file.exists():
-            return ContainerStatus("terminated", int(exit_file.read_text()))
+            return _terminated(exit_file)
         pid = _read_pid(folder)
         if pid is None:
             return ContainerStatus("pending")
         if _alive(pid):
             return ContainerStatus("running")
         if exit_file.exists():  # it ended between the two checks
-            return ContainerStatus("terminated", int(exit_file.read_text()))
-        return ContainerStatus("failed", None, "process ended without an exit code")
+            return _terminated(exit_file)
+        return ContainerStatus("failed", None, "process ended without an exit code",
+                               _mtime(folder / "output.log") or _mtime(folder / "pid"))
 
     def logs(self, name: str, tail: int | None = None) -> str:
         """The container's combined output (last `tail` lines); empty if gone."""
@@ -149,6 +151,17 @@ class LocalExecutor:
                 continue  # a claim still being written, or not ours
             owned.append(OwnedGroup(record["name"], record["run_id"], record["step"], record["deadline"]))
         return owned
+
+
+def _terminated(exit_file: Path) -> ContainerStatus:
+    return ContainerStatus("terminated", int(exit_file.read_text()), "", _mtime(exit_file))
+
+
+def _mtime(path: Path) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except FileNotFoundError:
+        return None
 
 
 def _read_pid(folder: Path) -> int | None:

@@ -1,0 +1,193 @@
+"""Janitor, cancel and idempotency keys through the functions, with real processes on Azurite."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from azure.functions.timer import TimerRequest
+
+from devhost.host import Output
+from loadme.context import Context, set_context
+from loadme.deploy import build_container_spec
+from loadme.envelope import RemovalMessage, StepMessage, StepPlan, decode
+from loadme.names import INITJOB_QUEUE, container_group_name, poison_queue
+from loadme.settings import Settings
+from tests.conftest import wait_until
+from tests.functions import http_request, post_json, queue_message, response_json, user_function
+from tests.test_functions import _receive_result
+
+
+@pytest.fixture
+def ctx(settings_env: dict[str, str]) -> Iterator[Context]:
+    """A context whose janitor waits only one second for a missing result."""
+    context = Context(Settings.from_mapping({**settings_env, "RESULT_GRACE_SECONDS": "1"}))
+    context.storage.ensure_resources(["initjob", "stage2", "removeinfra", *(poison_queue(q) for q in
+                                      ("initjob", "stage2", "removeinfra"))])
+    set_context(context)
+    yield context
+    set_context(None)
+    for group in context.executor.list_owned():
+        context.executor.delete(group.name)
+
+
+def _start_and_deploy(body: dict[str, Any]) -> str:
+    response, initjob = post_json(body)
+    assert response.status_code == 202, response.get_body()
+    user_function("dq_init_job")(queue_message(initjob.get()), removeinfra=Output())
+    return str(response_json(response)["run_id"])
+
+
+def _status(run_id: str) -> dict[str, Any]:
+    response = user_function("run_status")(http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id}))
+    return dict(response_json(response))
+
+
+def _janitor() -> list[RemovalMessage]:
+    out = Output()
+    user_function("janitor")(TimerRequest(), removeinfra=out)
+    return [decode(text, RemovalMessage) for text in out.get() or []]
+
+
+def _remove(removals: list[RemovalMessage]) -> None:
+    for removal in removals:
+        user_function("remove_infra")(queue_message(removal.to_json()))
+
+
+def test_janitor_times_out_a_container_running_past_its_deadline(ctx: Context) -> None:
+    run_id = _start_and_deploy({"variables": {"___DemoSleepSeconds": "60"}, "timeout_seconds": 2})
+    group = container_group_name(run_id, 1)
+    assert _janitor() == []  # before the deadline: nothing to do
+    time.sleep(2.2)
+    removals = _janitor()
+    assert [(r.container_group, r.reason) for r in removals] == [(group, "timed_out")]
+    _remove(removals)
+    status = _status(run_id)
+    assert (status["state"], status["cleaned_up"]) == ("timed_out", True)
+    assert "still running at the deadline" in next(e for e in status["events"] if e["event"] == "terminal")["reason"]
+    assert ctx.executor.state(group).state == "missing"
+    _janitor()  # a second tick changes nothing
+    assert [e["event"] for e in _status(run_id)["events"]].count("terminal") == 1
+
+
+def test_janitor_fails_a_run_whose_container_died_without_a_result(ctx: Context) -> None:
+    suicide = ["python", "-c", "import os, signal; print('bye'); os.kill(os.getppid(), signal.SIGKILL)"]
+    run_id = _start_and_deploy({"variables": {}, "command": suicide})
+    group = container_group_name(run_id, 1)
+    wait_until(lambda: ctx.executor.state(group).state == "terminated", 15, "the runner to die")
+    time.sleep(1.1)  # the grace period for a result still on its way
+    removals = _janitor()
+    assert [r.reason for r in removals] == ["no_result"]
+    _remove(removals)
+    status = _status(run_id)
+    terminal = next(e for e in status["events"] if e["event"] == "terminal")
+    assert (status["state"], terminal["exit_code"]) == ("failed", 137)
+    assert "without posting a result" in terminal["reason"]
+    log = ctx.storage.logs.download_blob(status["logs"][0]).readall().decode()
+    assert f"run {run_id} step 1: starting python" in log  # the logs were kept
+
+
+def test_janitor_removes_groups_whose_removal_kept_failing_and_orphans(ctx: Context) -> None:
+    run_id = _start_and_deploy({"variables": {}})
+    removal = Output()
+    user_function("stage2")(queue_message(_receive_result(ctx)), initjob=Output(), removeinfra=removal)
+    # The removal message is lost to poison: the group stays although the run is over.
+    assert _status(run_id)["state"] == "succeeded"
+    time.sleep(1.1)
+    stamp, past = "2020-01-01T00:00:00+00:00", "2020-01-01T00:00:01+00:00"
+    orphan = StepMessage(  # a group whose run the journal never heard of, long past its deadline
+        run_id="f" * 32, step=1, attempt=1, created_at=stamp, deadline=past, trigger="http",
+        variables={"___RunId": "f" * 32, "___Step": "1", "___CreatedAt": stamp, "___Deadline": past},
+        steps=(StepPlan("img", ("sleep", "30")),),
+    )
+    ctx.executor.deploy(build_container_spec(ctx, orphan))
+    removals = sorted((r.container_group, r.reason) for r in _janitor())
+    assert removals == sorted([(container_group_name(run_id, 1), "janitor"),
+                               (container_group_name("f" * 32, 1), "orphan")])
+
+
+def test_poisoned_message_fails_its_run_and_shows_on_the_status_api(ctx: Context) -> None:
+    response, initjob = post_json({"variables": {}})
+    run_id = response_json(response)["run_id"]
+    ctx.storage.queue(poison_queue(INITJOB_QUEUE)).send_message(initjob.get())
+    ctx.storage.raw_queue(poison_queue(INITJOB_QUEUE)).send_message("not even base64 ###")
+    _janitor()
+    status = _status(run_id)
+    assert (status["state"], status["cleaned_up"]) == ("failed", True)
+    assert "initjob message for step 1 was poisoned" in next(
+        e for e in status["events"] if e["event"] == "terminal")["reason"]
+    service = response_json(user_function("service_status")(http_request("GET", "status")))
+    initjob_poison = service["poison_queues"]["initjob-poison"]
+    assert initjob_poison["depth"] == 2 and initjob_poison["oldest_age_seconds"] >= 0
+    assert service["poison_queues"]["stage2-poison"] == {"depth": 0, "oldest_age_seconds": None}
+    ctx.storage.raw_queue(poison_queue(INITJOB_QUEUE)).clear_messages()  # the queues outlive this test
+
+
+def test_janitor_logs_poison_depths(ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
+    ctx.storage.raw_queue(poison_queue("stage2")).send_message("junk")
+    try:
+        with caplog.at_level(logging.INFO):
+            _janitor()
+    finally:
+        ctx.storage.raw_queue(poison_queue("stage2")).clear_messages()
+    assert re.search(r"poison queues: initjob-poison=0 \(oldest -\), stage2-poison=1 \(oldest \d+s\), "
+                     r"removeinfra-poison=0 \(oldest -\)", caplog.text)
+
+
+def _cancel(run_id: str) -> tuple[int, Any, list[str]]:
+    out = Output()
+    response = user_function("cancel_run")(
+        http_request("DELETE", f"runs/{run_id}", route_params={"run_id": run_id}), removeinfra=out)
+    return response.status_code, response_json(response), out.get() or []
+
+
+def test_cancel_removes_the_container_and_is_idempotent(ctx: Context) -> None:
+    run_id = _start_and_deploy({"variables": {"___DemoSleepSeconds": "60"}})
+    group = container_group_name(run_id, 1)
+    wait_until(lambda: ctx.executor.state(group).state == "running", 10, "the container to run")
+    status, body, removals = _cancel(run_id)
+    assert (status, body["state"]) == (202, "cancelled")
+    assert [decode(r, RemovalMessage).reason for r in removals] == ["cancelled"]
+    for removal in removals:
+        user_function("remove_infra")(queue_message(removal))
+    assert ctx.executor.state(group).state == "missing"
+    again_status, again_body, again_removals = _cancel(run_id)
+    assert (again_status, again_body["state"], again_removals) == (202, "cancelled", [])
+    run = _status(run_id)
+    assert (run["state"], run["cleaned_up"]) == ("cancelled", True)
+
+
+def test_result_after_cancel_is_ignored(ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
+    run_id = _start_and_deploy({"variables": {}})
+    result = _receive_result(ctx)
+    assert _cancel(run_id)[0] == 202
+    removal, nxt = Output(), Output()
+    with caplog.at_level(logging.WARNING):
+        user_function("stage2")(queue_message(result), initjob=nxt, removeinfra=removal)
+    assert "late result ignored: run is already cancelled" in caplog.text
+    assert nxt.get() is None and removal.get() is not None
+    assert "result" not in [e["event"] for e in _status(run_id)["events"]]
+
+
+def test_cancel_of_a_finished_run_is_409_and_unknown_is_404(ctx: Context) -> None:
+    run_id = _start_and_deploy({"variables": {}})
+    user_function("stage2")(queue_message(_receive_result(ctx)), initjob=Output(), removeinfra=Output())
+    status, body, _ = _cancel(run_id)
+    assert status == 409 and "already succeeded" in body["error"]
+    assert _cancel("0" * 32)[0] == 404
+    assert _cancel("nope")[0] == 404
+
+
+def test_idempotency_key_reused_for_another_request_is_422(ctx: Context) -> None:
+    first, _ = post_json({"variables": {"___A": "1"}}, {"Idempotency-Key": "k-1"})
+    same, out = post_json({"variables": {"___A": "1"}}, {"Idempotency-Key": "k-1"})
+    other, _ = post_json({"variables": {"___A": "2"}}, {"Idempotency-Key": "k-1"})
+    assert (first.status_code, same.status_code, other.status_code) == (202, 202, 422)
+    assert out.get() is None
+    assert "different request" in response_json(other)["error"]
+    assert json.loads(first.get_body())["run_id"] == json.loads(same.get_body())["run_id"]
