@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 
 import requests
 
-from loadme.envelope import MAX_LOG_TAIL_CHARS, ResultMessage
+from loadme.envelope import MAX_LOG_TAIL_CHARS, ResultMessage, bounded_tail
 from loadme.variables import MAX_VARIABLES_BYTES, VariableFactory, parse_output_lines, redact, variables_size
 
 EXIT_POST_FAILED = 75
@@ -139,7 +139,7 @@ def main(
         run_id=run_id, step=step, attempt=1,
         created_at=variables[prefix + "CreatedAt"], deadline=variables[prefix + "Deadline"],
         variables=result_vars, token=env["LOADME_RESULT_TOKEN"], exit_code=exit_code,
-        log_tail=redact(tail, secrets)[-MAX_LOG_TAIL_CHARS:],
+        log_tail=bounded_tail(redact(tail, secrets)),
         finished_at=datetime.now(UTC).isoformat(),
     )
     if not post_result(env, message.to_queue_text(), sleep):

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from loadme.envelope import StepPlan
+from loadme.envelope import MAX_PLAN_BYTES, StepPlan, plan_size
 from loadme.errors import RequestError
 from loadme.settings import MAX_TIMEOUT_SECONDS, Settings
 from loadme.variables import VariableFactory
@@ -79,6 +79,8 @@ def start_request_from_object(data: Any, settings: Settings, factory: VariableFa
     else:
         command = _command(data.get("command", list(settings.default_command)), "command")
         steps = (StepPlan(image, command),)
+    if plan_size(steps) > MAX_PLAN_BYTES:
+        raise RequestError(413, f"the steps take {plan_size(steps)} bytes; the limit is {MAX_PLAN_BYTES}")
     timeout = data.get("timeout_seconds", settings.run_timeout_seconds)
     if type(timeout) is not int or not 1 <= timeout <= MAX_TIMEOUT_SECONDS:
         raise RequestError(400, f"'timeout_seconds' must be an integer from 1 to {MAX_TIMEOUT_SECONDS}")

@@ -19,7 +19,11 @@ from typing import Any, ClassVar, TypeVar
 from loadme.errors import EnvelopeError
 
 SCHEMA_VERSION = 1
+# Bounds that keep every message under the queue's 64 KiB (48 KiB of JSON before base64): the
+# variables (30,000 bytes, loadme.variables), the step plan and the log tail, all as encoded JSON.
 MAX_LOG_TAIL_CHARS = 4096
+MAX_PLAN_BYTES = 8192
+QUEUE_MESSAGE_LIMIT = 65536
 M = TypeVar("M", bound="Message")
 
 
@@ -93,6 +97,19 @@ class RemovalMessage(Message):
 KINDS: dict[str, type[Message]] = {
     cls.KIND: cls for cls in (StepMessage, ResultMessage, RemovalMessage)
 }
+
+
+def bounded_tail(text: str, limit: int = MAX_LOG_TAIL_CHARS) -> str:
+    """The end of `text`, cut so that it takes at most `limit` bytes as JSON (escapes included)."""
+    tail = text[-limit:]
+    while len(json.dumps(tail)) - 2 > limit:
+        tail = tail[max(1, len(tail) // 8):]
+    return tail
+
+
+def plan_size(steps: tuple[StepPlan, ...]) -> int:
+    """Bytes the step plan takes in a message."""
+    return len(json.dumps([asdict(s) for s in steps], separators=(",", ":")))
 
 
 def decode(text: str | bytes, expected: type[M]) -> M:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from loadme import journal as j
 from loadme.context import Context
-from loadme.envelope import MAX_LOG_TAIL_CHARS, RemovalMessage, ResultMessage, StepMessage, StepPlan
+from loadme.envelope import RemovalMessage, ResultMessage, StepMessage, StepPlan, bounded_tail
 from loadme.errors import VariableError
 from loadme.names import container_group_name
 from loadme.runs import reserved_variables
@@ -63,7 +63,7 @@ def accept_result(ctx: Context, msg: ResultMessage) -> FollowUps:
     if ignored:
         logger.warning("job output ignored for reserved, secret or invalid names: %s", ", ".join(ignored),
                        extra=log)
-    tail = redact(msg.log_tail, ctx.settings.secret_values)[-MAX_LOG_TAIL_CHARS:]
+    tail = bounded_tail(redact(msg.log_tail, ctx.settings.secret_values))
     exit_code = msg.exit_code if not reason else (msg.exit_code or 1)
     journal.record(
         msg.run_id, msg.step, j.RESULT, exit_code=exit_code, variables=merged, ignored=ignored,

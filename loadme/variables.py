@@ -118,7 +118,10 @@ def parse_output_lines(text: str) -> tuple[dict[str, str], list[str]]:
     """
     found: dict[str, str] = {}
     bad: list[str] = []
-    for line in text.splitlines():
+    # Only \n ends a line (and a \r before it): str.splitlines() would also split on \x0b, \x85,
+    # \u2028 and others, which are legitimate inside values.
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         name, sep, value = line.partition("=")

@@ -94,3 +94,8 @@ def test_parse_output_lines() -> None:
 
 def test_redact_replaces_longest_secret_first() -> None:
     assert redact("token abc and abcdef", ["abc", "abcdef", ""]) == "token *** and ***"
+
+
+def test_output_values_may_hold_unicode_line_separators() -> None:
+    found, bad = parse_output_lines("___A=one\u2028two\x0bthree\r\n___B=x\n")
+    assert found == {"___A": "one\u2028two\x0bthree", "___B": "x"} and bad == []

@@ -1,0 +1,116 @@
+"""Chaos on the real local stack: 50 runs with faults injected at random but reproducibly.
+
+Faults (seeded by CHAOS_SEED): every message delivered twice; a share of deliveries failing once
+(a transient handler error); jobs exiting non-zero; jobs hanging past their deadline; runners
+killed before they post; removals failing twice before they work. Asserted: every run ends in the
+terminal state its faults imply, each container started exactly once per step, no process left
+running, exactly the journal rows each outcome implies, and no message left outside a poison queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devhost.azurite import start_azurite
+from loadme.names import TRIGGER_QUEUES, container_group_name, poison_queue
+from tests.conftest import Stack, app_settings, start_stack, wait_until
+
+pytestmark = pytest.mark.e2e
+RUNS = 50
+SEED = int(os.environ.get("CHAOS_SEED", "20261125"))
+KILL_RUNNER = ["python", "-c", "import os, signal; os.kill(os.getppid(), signal.SIGKILL)"]
+ONE_STEP_ROWS = {"000-requested", "000-terminal", "001-deploying", "001-started", "001-result",
+                 "001-logs_archived", "001-removed"}
+NO_RESULT_ROWS = ONE_STEP_ROWS - {"001-result"}
+TWO_STEP_ROWS = ONE_STEP_ROWS | {r.replace("001", "002") for r in ONE_STEP_ROWS if r.startswith("001")}
+
+
+def _plan(rnd: random.Random, index: int) -> dict[str, Any]:
+    """One run's request and the outcome its faults imply."""
+    kind = rnd.choices(["ok", "two_steps", "exit", "hang", "killed"], weights=[35, 15, 20, 15, 15])[0]
+    variables = {"___Name": f"run{index}"}
+    if kind == "ok":
+        return {"kind": kind, "body": {"variables": variables}, "state": "succeeded", "rows": ONE_STEP_ROWS}
+    if kind == "two_steps":
+        step = {"command": ["python", "jobs/demo_job.py"]}
+        return {"kind": kind, "body": {"variables": variables, "steps": [step, step]}, "state": "succeeded",
+                "rows": TWO_STEP_ROWS}
+    if kind == "exit":
+        code = rnd.randint(1, 3)
+        return {"kind": kind, "body": {"variables": {**variables, "___DemoExitCode": str(code)}},
+                "state": "failed", "exit_code": code, "rows": ONE_STEP_ROWS}
+    if kind == "hang":
+        return {"kind": kind, "body": {"variables": {**variables, "___DemoSleepSeconds": "600"},
+                                       "timeout_seconds": 8}, "state": "timed_out", "rows": NO_RESULT_ROWS}
+    return {"kind": kind, "body": {"variables": variables, "command": KILL_RUNNER}, "state": "failed",
+            "exit_code": 137, "rows": NO_RESULT_ROWS}
+
+
+@pytest.fixture
+def chaos_stack(tmp_path: Path) -> Iterator[Stack]:
+    storage = start_azurite(location=None, log_path=tmp_path / "azurite.log")
+    env = app_settings(storage.connection_string, tmp_path / "containers",
+                       JANITOR_SCHEDULE="*/2 * * * * *", RESULT_GRACE_SECONDS="20")
+    faults = json.dumps({"seed": SEED, "transient_rate": 0.2, "removal_failure_rate": 0.25})
+    stack = start_stack(env, tmp_path, "--duplicate-deliveries", "--faults", faults)
+    yield stack
+    stack.stop()
+    storage.stop()
+
+
+def test_fifty_runs_under_chaos_all_end_right(chaos_stack: Stack) -> None:
+    rnd = random.Random(SEED)
+    plans = {}
+    for index in range(RUNS):
+        plan = _plan(rnd, index)
+        response = chaos_stack.post_run(plan["body"])
+        assert response.status_code == 202, response.text
+        plans[response.json()["run_id"]] = plan
+    print(f"chaos seed {SEED}: {dict(Counter(p['kind'] for p in plans.values()))}")
+
+    def all_done() -> bool:
+        return all(chaos_stack.status(run_id)["cleaned_up"] for run_id in plans)
+
+    wait_until(all_done, 300, "every chaos run to end and be cleaned up", interval=2)
+
+    table = chaos_stack.context.storage.table
+    for run_id, plan in plans.items():
+        status = chaos_stack.status(run_id)
+        assert status["state"] == plan["state"], (plan["kind"], status["events"])
+        terminal = next(e for e in status["events"] if e["event"] == "terminal")
+        if "exit_code" in plan:
+            assert terminal["exit_code"] == plan["exit_code"], (plan["kind"], terminal)
+        rows = [r["RowKey"] for r in table.query_entities("PartitionKey eq @r", parameters={"r": run_id})]
+        assert sorted(rows) == sorted(plan["rows"]), (plan["kind"], rows)
+
+    starts = Counter(chaos_stack.starts())
+    expected_groups = {container_group_name(run_id, step)
+                       for run_id, plan in plans.items() for step in (1, 2)[: 2 if plan["kind"] == "two_steps" else 1]}
+    assert set(starts) == expected_groups
+    assert set(starts.values()) == {1}, "a container was started twice"
+
+    ledger = (chaos_stack.executor_dir / "starts.log").read_text().splitlines()
+    alive = [line for line in ledger if Path(f"/proc/{line.split()[1]}").exists()]
+    assert alive == [], "container processes left running"
+    assert [p.name for p in chaos_stack.executor_dir.iterdir() if p.is_dir()] == []
+
+    queues = chaos_stack.context.storage
+    def drained() -> bool:
+        return all(queues.raw_queue(q).get_queue_properties().approximate_message_count == 0 for q in TRIGGER_QUEUES)
+
+    wait_until(drained, 60, "the trigger queues to drain")
+    time.sleep(3)  # one more janitor tick: it must not find anything left to do
+    assert drained()
+    for queue in TRIGGER_QUEUES:
+        assert queues.raw_queue(poison_queue(queue)).get_queue_properties().approximate_message_count == 0
+    log = chaos_stack.log_text()
+    assert "injected transient fault (delivery 1)" in log and "injected transient fault (delivery 2)" in log
