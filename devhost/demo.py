@@ -35,14 +35,6 @@ def _print_run(status: dict[str, Any]) -> None:
         print(f"  {name} = {value}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -51,6 +43,7 @@ def main() -> int:
     from devhost.azurite import free_port, start_azurite
     from devhost.host import LocalHost
     from devhost.hostconfig import QueueSettings
+    from loadme.executors.local import process_alive
 
     workdir = Path(tempfile.mkdtemp(prefix="loadme-demo-"))
     os.environ["LOCAL_EXECUTOR_DIR"] = str(workdir / "containers")
@@ -90,7 +83,7 @@ def main() -> int:
 
         ledger = workdir / "containers" / "starts.log"
         pids = [int(line.split()[1]) for line in ledger.read_text().splitlines()]
-        leftovers = [pid for pid in pids if _alive(pid)]
+        leftovers = [pid for pid in pids if process_alive(pid)]
         print(f"\ncontainer processes started: {len(pids)}, still running: {len(leftovers)}")
         print(f"container log archived as blob: {status['logs']}")
         ok = status["state"] == "succeeded" and "___Message" in status["variables"] and not leftovers

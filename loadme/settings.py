@@ -204,22 +204,18 @@ class _Reader:
         return value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self._raw(name, default)
-        try:
-            number = int(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            self.problems.append(f"{name}: {value!r} is not an integer")
-            return default
-        if not low <= number <= high:
-            self.problems.append(f"{name}: {number} is outside {low}..{high}")
-        return number
+        return int(self._bounded(name, default, low, high, int, "an integer"))
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
+        return float(self._bounded(name, default, low, high, float, "a number"))
+
+    def _bounded(self, name: str, default: float, low: float, high: float,
+                 cast: Callable[[Any], float], kind: str) -> float:
         value = self._raw(name, default)
         try:
-            number = float(value)  # type: ignore[arg-type]
+            number = cast(value)
         except (TypeError, ValueError):
-            self.problems.append(f"{name}: {value!r} is not a number")
+            self.problems.append(f"{name}: {value!r} is not {kind}")
             return default
         if not low <= number <= high:
             self.problems.append(f"{name}: {number} is outside {low}..{high}")

@@ -98,7 +98,7 @@ class LocalExecutor:
         pid = _read_pid(folder)
         if pid is None:
             return ContainerStatus("pending")
-        if _alive(pid):
+        if process_alive(pid):
             return ContainerStatus("running")
         if exit_file.exists():  # it ended between the two checks
             return _terminated(exit_file)
@@ -171,7 +171,7 @@ def _read_pid(folder: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as stat:

@@ -7,13 +7,13 @@ idempotent at every stage: one container per step, no duplicate journal rows.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import pytest
 import requests
 
 from loadme.envelope import ResultMessage, decode
+from loadme.executors.local import process_alive
 from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name, poison_queue
 from tests.conftest import RESULT_KEY, SECRET_VALUE, Stack, wait_until
 
@@ -31,14 +31,6 @@ def _tapped(stack: Stack, queue: str, run_id: str) -> list[str]:
     """Bodies of the messages the host received on `queue` for this run."""
     lines = stack.tap_path.read_text().splitlines() if stack.tap_path.exists() else []
     return [line.split(" ", 1)[1] for line in lines if line.startswith(queue + " ") and run_id in line]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _start(stack: Stack, body: dict[str, Any]) -> str:
@@ -66,7 +58,7 @@ def test_happy_path_with_every_message_delivered_twice(stack: Stack) -> None:
     assert sorted(r["RowKey"] for r in _rows(stack, run_id)) == EXPECTED_ROWS
     pid = int(next(line.split()[1] for line in (stack.executor_dir / "starts.log").read_text().splitlines()
                    if line.startswith(group)))
-    assert not _pid_alive(pid)
+    assert not process_alive(pid)
     assert not (stack.executor_dir / group).exists()
 
 
