@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test dev lint typecheck unit bench clean
+.PHONY: deps demo test dev lint typecheck clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,6 @@ typecheck: $(VENV)/.installed
 
 test: deps lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
-
-bench: deps
-	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .azurite.log .loadme .pytest_cache .mypy_cache .ruff_cache .hypothesis
