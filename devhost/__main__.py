@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where it was inherited as ignored
     host = None
     try:
         from devhost.faults import FaultPlan
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         logging.info("interrupted")
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         if host is not None:
             host.stop()
             _stop_local_containers()

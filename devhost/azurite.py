@@ -49,12 +49,12 @@ class Azurite:
     def connection_string(self) -> str:
         return connection_string(*self.ports)
 
-    def stop(self) -> None:
-        """Stop Azurite and wait for it."""
+    def stop(self, grace_seconds: float = 3.0) -> None:
+        """Stop Azurite and wait for it; kill it if it lingers (it waits for idle keep-alive clients)."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=grace_seconds)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -87,15 +87,18 @@ def start_azurite(
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     azurite = Azurite(process, ports, log_path)
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if process.poll() is not None:
-            raise AzuriteError(f"Azurite exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-        if all(_listening(p) for p in ports):
-            return azurite
-        time.sleep(0.1)
-    azurite.stop()
-    raise AzuriteError(f"Azurite did not listen on {ports} within {timeout}s: {log_path.read_text()[-2000:]}")
+    try:
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            if process.poll() is not None:
+                raise AzuriteError(f"Azurite exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+            if all(_listening(p) for p in ports):
+                return azurite
+            time.sleep(0.1)
+        raise AzuriteError(f"Azurite did not listen on {ports} within {timeout}s: {log_path.read_text()[-2000:]}")
+    except BaseException:  # interrupted or failed while starting: leave nothing behind
+        azurite.stop()
+        raise
 
 
 def _listening(port: int) -> bool:

@@ -37,7 +37,9 @@ def _print_run(status: dict[str, Any]) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM both stop the demo cleanly, even where SIGINT was inherited as ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.path.insert(0, str(REPO_ROOT))
     from devhost.__main__ import load_local_settings
     from devhost.azurite import free_port, start_azurite
@@ -92,6 +94,7 @@ def main() -> int:
         print("\ninterrupted; stopping everything", file=sys.stderr)
         return 130
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         if host is not None:
             host.stop()
             from loadme.context import get_context as _ctx
