@@ -1,0 +1,52 @@
+"""Parameters for `templates/aci.json` (the template spec) from a container spec. Pure, no SDK.
+
+The same values build the direct-mode `ContainerGroup`, so both deploy modes create the same group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadme.executors.base import ContainerSpec
+from loadme.names import OWNER_TAG, OWNER_TAG_VALUE
+from loadme.settings import AciSettings
+
+# The job's command runs under the image's runner, which posts the result.
+RUNNER_ARGV = ("python", "/app/runner.py")
+TAG_RUN_ID = "loadme-run-id"
+TAG_STEP = "loadme-step"
+TAG_DEADLINE = "loadme-deadline"
+
+
+def group_tags(spec: ContainerSpec) -> dict[str, str]:
+    """The tags that mark a group as this app's and tie it to its run, step and deadline."""
+    return {OWNER_TAG: OWNER_TAG_VALUE, TAG_RUN_ID: spec.run_id, TAG_STEP: str(spec.step),
+            TAG_DEADLINE: spec.deadline}
+
+
+def template_parameters(
+    spec: ContainerSpec, aci: AciSettings, registry_username: str = "", registry_password: str = ""
+) -> dict[str, Any]:
+    """The template's parameter values for `spec` (ARM `{"name": {"value": ...}}` shape).
+
+    Registry credentials go only to images on the configured registry; the admin username and
+    password only when `registry_auth` is `admin`.
+    """
+    on_registry = bool(aci.registry_server) and spec.image.startswith(aci.registry_server + "/")
+    values: dict[str, Any] = {
+        "containerGroupName": spec.name,
+        "location": aci.location,
+        "image": spec.image,
+        "command": [*RUNNER_ARGV, *spec.command],
+        "cpu": str(aci.cpu),
+        "memoryInGB": str(aci.memory_gb),
+        "environment": {"items": [dict(item) for item in spec.environment]},
+        "identityId": aci.identity_id,
+        "registryServer": aci.registry_server if on_registry else "",
+        "registryAuth": aci.registry_auth,
+        "tags": group_tags(spec),
+    }
+    if on_registry and aci.registry_auth == "admin":
+        values["registryUsername"] = registry_username
+        values["registryPassword"] = registry_password
+    return {name: {"value": value} for name, value in values.items()}

@@ -1,0 +1,91 @@
+"""templates/aci.json filled with real per-run values round-trips through the SDK's model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.mgmt.containerinstance.models import ContainerGroup
+
+from loadme.aci_env import RunnerControls, aci_environment
+from loadme.executors.aci_parameters import template_parameters
+from loadme.executors.base import ContainerSpec
+from loadme.names import OWNER_TAG, container_group_name, new_run_id
+from loadme.settings import AciSettings
+from tests.arm_expressions import evaluate, fill
+
+TEMPLATE = json.loads((Path(__file__).resolve().parents[1] / "templates" / "aci.json").read_text())
+IDENTITY = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mgmt/providers/"
+            "Microsoft.ManagedIdentity/userAssignedIdentities/loadme-containers")
+
+
+def _aci(registry_auth: str = "identity") -> AciSettings:
+    return AciSettings(
+        subscription_id="00000000-0000-0000-0000-000000000000", resource_group="loadme-runs",
+        location="westeurope", deploy_mode="templatespec", template_spec_version_id="/ts/v1",
+        identity_id=IDENTITY, registry_server="loadmeacr.azurecr.io", registry_auth=registry_auth,
+        registry_resource_id="/acr" if registry_auth == "admin" else "", identity_client_id="",
+        cpu=1.0, memory_gb=1.5,
+    )
+
+
+def _spec(image: str = "loadmeacr.azurecr.io/loadme-runner:1") -> ContainerSpec:
+    run_id = new_run_id()
+    env = aci_environment({"___RunId": run_id, "___Name": "Ada"}, {"___ApiToken": "hunter2"},
+                          RunnerControls("___", "https://acct.queue.core.windows.net/stage2/messages", "sas",
+                                         "token-value", "sv=2021&sig=x"))
+    return ContainerSpec(name=container_group_name(run_id, 1), run_id=run_id, step=1,
+                         deadline="2026-11-25T03:00:00+00:00", image=image, command=("python", "jobs/demo_job.py"),
+                         environment=tuple(env))
+
+
+def _group_body(parameters: dict[str, Any]) -> dict[str, Any]:
+    [resource] = TEMPLATE["resources"]
+    resolved = evaluate(resource, fill(TEMPLATE, parameters))
+    return {k: v for k, v in resolved.items() if k in ("name", "location", "tags", "identity", "properties")}
+
+
+def _strip_nones(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_nones(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_strip_nones(v) for v in node]
+    return node
+
+
+@pytest.mark.parametrize("registry_auth", ["identity", "admin"])
+def test_filled_template_round_trips_through_the_sdk_model(registry_auth: str) -> None:
+    spec = _spec()
+    body = _group_body(template_parameters(spec, _aci(registry_auth), "acr-user", "acr-password"))
+    round_tripped = _strip_nones(ContainerGroup.deserialize(body).serialize(keep_readonly=True))
+    assert round_tripped == body  # no key lost, none changed
+
+    properties = body["properties"]
+    assert (properties["osType"], properties["restartPolicy"]) == ("Linux", "Never")
+    assert body["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {IDENTITY: {}}}
+    container = properties["containers"][0]["properties"]
+    assert container["command"] == ["python", "/app/runner.py", "python", "jobs/demo_job.py"]
+    assert container["resources"]["requests"] == {"cpu": 1.0, "memoryInGB": 1.5}
+    env = {e["name"]: e for e in container["environmentVariables"]}
+    assert env["___Name"] == {"name": "___Name", "value": "Ada"}
+    assert env["___ApiToken"] == {"name": "___ApiToken", "secureValue": "hunter2"}
+    assert env["LOADME_RESULT_TOKEN"] == {"name": "LOADME_RESULT_TOKEN", "secureValue": "token-value"}
+    assert body["tags"][OWNER_TAG] == "loadme" and body["tags"]["loadme-run-id"] == spec.run_id
+    credentials = properties["imageRegistryCredentials"]
+    if registry_auth == "identity":
+        assert credentials == [{"server": "loadmeacr.azurecr.io", "identity": IDENTITY}]
+    else:
+        assert credentials == [{"server": "loadmeacr.azurecr.io", "username": "acr-user", "password": "acr-password"}]
+
+
+def test_images_elsewhere_get_no_registry_credentials() -> None:
+    parameters = template_parameters(_spec(image="python:3.11-slim"), _aci("admin"), "user", "password")
+    assert "registryPassword" not in parameters
+    assert _group_body(parameters)["properties"]["imageRegistryCredentials"] == []
+
+
+def test_secure_values_travel_in_a_secure_parameter() -> None:
+    assert TEMPLATE["parameters"]["environment"]["type"] == "secureObject"
+    assert TEMPLATE["parameters"]["registryPassword"]["type"] == "securestring"
