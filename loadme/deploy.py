@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 from loadme import journal as j
 from loadme.aci_env import RunnerControls, aci_environment
 from loadme.context import Context
 from loadme.envelope import RemovalMessage, StepMessage, parse_time
-from loadme.errors import DeployRejected
+from loadme.errors import DeployRejected, QuotaExceeded
 from loadme.executors import ContainerSpec
-from loadme.names import STAGE2_QUEUE, container_group_name
+from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name
 from loadme.tokens import result_token
 
 logger = logging.getLogger(__name__)
 
+# Quota frees up as other groups finish: try again later rather than poisoning the message.
+QUOTA_ATTEMPTS = 5
+QUOTA_FIRST_DELAY_SECONDS = 60
+QUOTA_MAX_DELAY_SECONDS = 600
 # The runner's SAS outlives the run's deadline by this much, so a slow post still lands.
 SAS_GRACE = timedelta(minutes=15)
 
@@ -47,6 +52,21 @@ def build_container_spec(ctx: Context, msg: StepMessage) -> ContainerSpec:
     )
 
 
+def _retry_after_quota(ctx: Context, msg: StepMessage, exc: QuotaExceeded) -> list[RemovalMessage]:
+    """Send the step again later (exponential delay), or fail the run once the attempts are spent."""
+    log = {"run_id": msg.run_id, "step": msg.step}
+    if msg.attempt >= QUOTA_ATTEMPTS:
+        ctx.journal.record(msg.run_id, 0, j.TERMINAL, state="failed",
+                           reason=f"quota exceeded after {msg.attempt} attempts: {exc}")
+        logger.error("quota exceeded after %d attempts; run failed: %s", msg.attempt, exc, extra=log)
+        return []
+    delay = min(QUOTA_FIRST_DELAY_SECONDS * 2 ** (msg.attempt - 1), QUOTA_MAX_DELAY_SECONDS)
+    ctx.storage.queue(INITJOB_QUEUE).send_message(
+        replace(msg, attempt=msg.attempt + 1).to_json(), visibility_timeout=delay)
+    logger.warning("quota exceeded (attempt %d); trying again in %d s: %s", msg.attempt, delay, exc, extra=log)
+    return []
+
+
 def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
     """Deploy the step's container group unless the run is over or the step is done.
 
@@ -75,6 +95,8 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
     )
     try:
         created = ctx.executor.deploy(spec)
+    except QuotaExceeded as exc:
+        return _retry_after_quota(ctx, msg, exc)
     except DeployRejected as exc:
         journal.record(msg.run_id, 0, j.TERMINAL, state="failed", reason=f"deployment rejected: {exc}")
         logger.error("deployment rejected: %s", exc, extra=log)

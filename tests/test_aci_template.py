@@ -10,7 +10,7 @@ import pytest
 from azure.mgmt.containerinstance.models import ContainerGroup
 
 from loadme.aci_env import RunnerControls, aci_environment
-from loadme.executors.aci_parameters import template_parameters
+from loadme.executors.aci_parameters import group_body, template_parameters
 from loadme.executors.base import ContainerSpec
 from loadme.names import OWNER_TAG, container_group_name, new_run_id
 from loadme.settings import AciSettings
@@ -89,3 +89,11 @@ def test_images_elsewhere_get_no_registry_credentials() -> None:
 def test_secure_values_travel_in_a_secure_parameter() -> None:
     assert TEMPLATE["parameters"]["environment"]["type"] == "secureObject"
     assert TEMPLATE["parameters"]["registryPassword"]["type"] == "securestring"
+
+
+@pytest.mark.parametrize("registry_auth", ["identity", "admin"])
+def test_direct_mode_body_equals_what_the_template_makes(registry_auth: str) -> None:
+    parameters = template_parameters(_spec(), _aci(registry_auth), "acr-user", "acr-password")
+    template_body = _group_body(parameters)
+    del template_body["name"]
+    assert group_body(parameters) == template_body

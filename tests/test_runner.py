@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -30,6 +31,14 @@ class FakeQueueEndpoint:
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def do_GET(self) -> None:  # the IMDS token endpoint
+                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": b""})
+                body = b'{"access_token": "imds-token-123", "expires_in": "3599"}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -108,3 +117,20 @@ def test_missing_job_executable_is_reported_as_127(endpoint_factory: Any) -> Non
     assert runner.main(["/no/such/job"], _env(endpoint.url), sleep=lambda s: None) == 127
     assert b"cannot start job" in base64.b64decode(
         endpoint.requests[0]["body"].decode().split("<MessageText>")[1].split("<")[0])
+
+
+def test_identity_mode_posts_with_a_managed_identity_token(endpoint_factory: Any) -> None:
+    endpoint = endpoint_factory([])
+    base = endpoint.url.split("/devstoreaccount1")[0]
+    env = {**_env(endpoint.url), "LOADME_RESULT_AUTH": "identity", "LOADME_IDENTITY_CLIENT_ID": "client-id-1",
+           "LOADME_IMDS_URL": f"{base}/metadata/identity/oauth2/token"}
+    del env["LOADME_RESULT_SAS"]
+    assert runner.main(["true"], env, sleep=lambda s: None) == 0
+    token_request, post = endpoint.requests
+    assert token_request["headers"]["Metadata"] == "true"
+    assert parse_qs(urlsplit(token_request["path"]).query) == {
+        "api-version": ["2018-02-01"], "resource": ["https://storage.azure.com/"], "client_id": ["client-id-1"]}
+    assert post["path"] == "/devstoreaccount1/stage2/messages"  # no SAS in the URL
+    assert post["headers"]["Authorization"] == "Bearer imds-token-123"
+    assert post["headers"]["x-ms-version"] == runner.QUEUE_API_VERSION
+    assert post["body"].startswith(b"<QueueMessage><MessageText>")

@@ -1,14 +1,234 @@
-"""The `aci` executor (Azure Container Instances). Arrives with issue 3."""
+"""The `aci` executor: container groups on Azure Container Instances.
+
+Thin verb-named wrappers over the management SDKs (hook style): deploy, state, logs, delete,
+list_owned. Two deploy modes (DEPLOY_MODE): `templatespec` (an ARM deployment of the template spec
+version, named after the group so a redelivery reuses it) and `direct`
+(`container_groups.begin_create_or_update`). Neither waits for the container: the PUT is sent and
+the invocation returns; completion comes from the container's own result message.
+
+Who retries what: the SDK's retry policy is limited to `SDK_RETRIES` quick attempts on 408, 429
+and 5xx; when they are spent the error becomes TransientError and the Functions host retries the
+message. Quota errors become QuotaExceeded; a 400 at deployment becomes DeployRejected.
+The management SDKs are imported lazily: the HTTP functions never pay for them.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from loadme.errors import DeployRejected, QuotaExceeded, TransientError
+from loadme.executors.aci_parameters import (
+    CONTAINER_NAME,
+    TAG_DEADLINE,
+    TAG_RUN_ID,
+    TAG_STEP,
+    group_body,
+    template_parameters,
+)
+from loadme.executors.base import ContainerSpec, ContainerStatus, OwnedGroup
+from loadme.names import OWNER_TAG, OWNER_TAG_VALUE, deployment_name
 
 if TYPE_CHECKING:
-    from loadme.executors.base import Executor
-    from loadme.settings import Settings
+    from loadme.settings import AciSettings, Settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+SDK_RETRIES = 2
+_GROUP_STATES = {"Running": "running", "Waiting": "pending", "Terminated": "terminated"}
 
 
-def create_aci_executor(settings: Settings) -> Executor:
-    """Not built yet. Raises NotImplementedError."""
-    raise NotImplementedError("EXECUTOR=aci is not implemented yet")
+class AciExecutor:
+    """Runs container groups on ACI in one resource group. Clients are injected (tests pass a fake
+    transport through them); `create_aci_executor` builds them for production."""
+
+    def __init__(self, aci: AciSettings, container_client: Any, deployments_client: Any = None,
+                 registry_client: Any = None) -> None:
+        self.aci = aci
+        self._containers = container_client
+        self._deployments = deployments_client
+        self._registry = registry_client
+
+    # ---- verbs -----------------------------------------------------------------------------
+    def deploy(self, spec: ContainerSpec) -> bool:
+        """Create the group unless it exists; False if it (or its deployment) already does.
+
+        Raises TransientError, QuotaExceeded or DeployRejected.
+        """
+        if self._get_group(spec.name) is not None:
+            return False
+        username, password = self._admin_credentials(spec.image)
+        parameters = template_parameters(spec, self.aci, username, password)
+        log = {"run_id": spec.run_id, "step": spec.step}
+        try:
+            if self.aci.deploy_mode == "templatespec":
+                self._deploy_template_spec(spec.name, parameters)
+            else:
+                self._deploy_direct(spec.name, parameters)
+        except _AlreadyDeploying:
+            logger.info("deployment of %s already in progress", spec.name, extra=log)
+            return False
+        logger.info("deployment of %s sent (%s)", spec.name, self.aci.deploy_mode, extra=log)
+        return True
+
+    def state(self, name: str) -> ContainerStatus:
+        """The group's state from ACI; `missing` on 404."""
+        group = self._get_group(name)
+        if group is None:
+            return ContainerStatus("missing")
+        if (group.provisioning_state or "") == "Failed":
+            events = group.containers[0].instance_view.events if group.containers[0].instance_view else []
+            detail = "; ".join(f"{e.name}: {e.message}" for e in events or [] if e.message)
+            return ContainerStatus("failed", None, detail or "provisioning failed")
+        view = group.containers[0].instance_view
+        current = view.current_state if view else None
+        if current is None or current.state is None:
+            return ContainerStatus("pending")
+        state = _GROUP_STATES.get(current.state, "pending")
+        if state == "terminated":
+            return ContainerStatus(state, current.exit_code, current.detail_status or "", current.finish_time)
+        return ContainerStatus(state)
+
+    def logs(self, name: str, tail: int | None = None) -> str:
+        """The container's log (last `tail` lines); empty when the group is gone."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            result = self._call(lambda: self._containers.containers.list_logs(
+                self.aci.resource_group, name, CONTAINER_NAME, tail=tail))
+        except ResourceNotFoundError:
+            return ""
+        return str(result.content or "")
+
+    def delete(self, name: str) -> bool:
+        """Delete the group (the DELETE is sent, not awaited); False when it was already gone."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._call(lambda: self._containers.container_groups.begin_delete(
+                self.aci.resource_group, name, polling=False))
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def list_owned(self) -> list[OwnedGroup]:
+        """Groups in the deployment resource group that carry this app's owner tag."""
+        groups = self._call(lambda: list(self._containers.container_groups.list_by_resource_group(
+            self.aci.resource_group)))
+        owned = []
+        for group in groups:
+            tags = group.tags or {}
+            if tags.get(OWNER_TAG) != OWNER_TAG_VALUE:
+                continue
+            try:
+                owned.append(OwnedGroup(group.name, tags[TAG_RUN_ID], int(tags[TAG_STEP]), tags[TAG_DEADLINE]))
+            except (KeyError, ValueError):
+                logger.warning("group %s has the owner tag but not the run tags; skipped", group.name)
+        return owned
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _get_group(self, name: str) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self._call(lambda: self._containers.container_groups.get(self.aci.resource_group, name))
+        except ResourceNotFoundError:
+            return None
+
+    def _admin_credentials(self, image: str) -> tuple[str, str]:
+        """ACR admin credentials, fetched only in `admin` mode for images on the registry."""
+        if self.aci.registry_auth != "admin" or not image.startswith(self.aci.registry_server + "/"):
+            return "", ""
+        resource = self.aci.registry_resource_id.rstrip("/").split("/")
+        group, registry = resource[4], resource[-1]
+        credentials = self._call(lambda: self._registry.registries.list_credentials(group, registry))
+        return str(credentials.username), str(credentials.passwords[0].value)
+
+    def _deploy_template_spec(self, name: str, parameters: dict[str, Any]) -> None:
+        from azure.mgmt.resource.deployments.models import Deployment, DeploymentProperties, TemplateLink
+
+        deployment = Deployment(properties=DeploymentProperties(
+            mode="Incremental", template_link=TemplateLink(id=self.aci.template_spec_version_id),
+            parameters=parameters,
+        ))
+        self._call(lambda: self._deployments.deployments.begin_create_or_update(
+            self.aci.resource_group, deployment_name(name), deployment, polling=False), deploying=True)
+
+    def _deploy_direct(self, name: str, parameters: dict[str, Any]) -> None:
+        from azure.mgmt.containerinstance.models import ContainerGroup
+
+        body = ContainerGroup.deserialize(group_body(parameters))
+        self._call(lambda: self._containers.container_groups.begin_create_or_update(
+            self.aci.resource_group, name, body, polling=False), deploying=True)
+
+    def _call(self, operation: Callable[[], T], deploying: bool = False) -> T:
+        """Run an SDK call, mapping its failures to what the caller acts on (see module doc)."""
+        from azure.core.exceptions import (
+            HttpResponseError,
+            ResourceNotFoundError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
+
+        try:
+            return operation()
+        except ResourceNotFoundError:
+            raise
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(f"ACI request failed: {type(exc).__name__}") from exc
+        except HttpResponseError as exc:
+            status, code, message = exc.status_code or 0, _error_code(exc), _error_message(exc)
+            if "quota" in code.lower():
+                raise QuotaExceeded(f"{code}: {message}") from exc
+            if status in (408, 429) or status >= 500:
+                raise TransientError(f"ACI answered {status} {code}: {message}") from exc
+            if deploying and status == 409:
+                raise _AlreadyDeploying() from exc
+            if deploying and status == 400:
+                raise DeployRejected(f"{code}: {message}") from exc
+            raise
+
+
+class _AlreadyDeploying(Exception):
+    """ARM refused a second deployment of the same name while the first runs: nothing to do."""
+
+
+def _error_code(exc: Any) -> str:
+    error = getattr(exc, "error", None)
+    return str(getattr(error, "code", None) or "")
+
+
+def _error_message(exc: Any) -> str:
+    error = getattr(exc, "error", None)
+    return str(getattr(error, "message", None) or exc.message or "")
+
+
+@functools.cache
+def _clients(subscription_id: str, with_registry: bool) -> tuple[Any, Any, Any]:
+    """One set of management clients per process (imported and built on first use)."""
+    from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+    from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+
+    from loadme.credentials import default_credential
+
+    options: dict[str, Any] = {"retry_total": SDK_RETRIES}
+    credential = default_credential()
+    containers = ContainerInstanceManagementClient(credential, subscription_id, **options)
+    deployments = DeploymentsMgmtClient(credential, subscription_id, **options)
+    registry = None
+    if with_registry:
+        from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+        registry = ContainerRegistryManagementClient(credential, subscription_id, **options)
+    return containers, deployments, registry
+
+
+def create_aci_executor(settings: Settings) -> AciExecutor:
+    """The ACI executor for these settings, on the process's shared clients."""
+    aci = settings.aci
+    if aci is None:
+        raise ValueError("EXECUTOR=aci needs the ACI settings")
+    containers, deployments, registry = _clients(aci.subscription_id, aci.registry_auth == "admin")
+    return AciExecutor(aci, containers, deployments, registry)

@@ -16,6 +16,7 @@ RUNNER_ARGV = ("python", "/app/runner.py")
 TAG_RUN_ID = "loadme-run-id"
 TAG_STEP = "loadme-step"
 TAG_DEADLINE = "loadme-deadline"
+CONTAINER_NAME = "job"
 
 
 def group_tags(spec: ContainerSpec) -> dict[str, str]:
@@ -50,3 +51,39 @@ def template_parameters(
         values["registryUsername"] = registry_username
         values["registryPassword"] = registry_password
     return {name: {"value": value} for name, value in values.items()}
+
+
+def group_body(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The container group REST body the template makes from `parameters` (for direct mode).
+
+    Kept equal to `templates/aci.json`'s resource by a test, so both modes create the same group.
+    """
+    p = {name: wrapped["value"] for name, wrapped in parameters.items()}
+    server, auth = p["registryServer"], p["registryAuth"]
+    if not server:
+        credentials: list[dict[str, str]] = []
+    elif auth == "admin":
+        credentials = [{"server": server, "username": p.get("registryUsername", ""),
+                        "password": p.get("registryPassword", "")}]
+    else:
+        credentials = [{"server": server, "identity": p["identityId"]}]
+    return {
+        "location": p["location"],
+        "tags": p["tags"],
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": {p["identityId"]: {}}},
+        "properties": {
+            "osType": "Linux",
+            "restartPolicy": "Never",
+            "sku": "Standard",
+            "imageRegistryCredentials": credentials,
+            "containers": [{
+                "name": CONTAINER_NAME,
+                "properties": {
+                    "image": p["image"],
+                    "command": p["command"],
+                    "environmentVariables": p["environment"]["items"],
+                    "resources": {"requests": {"cpu": float(p["cpu"]), "memoryInGB": float(p["memoryInGB"])}},
+                },
+            }],
+        },
+    }

@@ -1,0 +1,202 @@
+"""The ACI executor through the real SDK clients on a fake ARM transport: whole requests asserted."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+
+from loadme.errors import DeployRejected, QuotaExceeded, TransientError
+from loadme.executors.aci import SDK_RETRIES, AciExecutor
+from loadme.executors.aci_parameters import group_body, template_parameters
+from loadme.names import OWNER_TAG, deployment_name
+from tests.fake_arm import ACI_API, ARM, RG, SUB, FakeArm, FakeCredential, Reply, error, group_json, group_path
+from tests.test_aci_template import _aci, _spec
+
+TS_ID = "/ts/v1"
+DEPLOYMENTS = f"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft.Resources/deployments/"
+ACR = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mgmt/providers/"
+       "Microsoft.ContainerRegistry/registries/loadmeacr")
+
+
+def _executor(script: list[Reply], mode: str = "templatespec", registry_auth: str = "identity") -> tuple[
+        AciExecutor, FakeArm]:
+    arm = FakeArm(script)
+    options: dict[str, Any] = {"transport": arm, "retry_total": SDK_RETRIES, "retry_backoff_factor": 0}
+    credential = FakeCredential()
+    aci = _aci(registry_auth)
+    aci = type(aci)(**{**aci.__dict__, "deploy_mode": mode, "template_spec_version_id": TS_ID,
+                       "registry_resource_id": ACR if registry_auth == "admin" else ""})
+    executor = AciExecutor(
+        aci,
+        ContainerInstanceManagementClient(credential, SUB, **options),
+        DeploymentsMgmtClient(credential, SUB, **options),
+        ContainerRegistryManagementClient(credential, SUB, **options),
+    )
+    return executor, arm
+
+
+def _query(url: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(url).query)
+
+
+def test_templatespec_deploy_sends_one_deployment_of_the_spec() -> None:
+    spec = _spec()
+    executor, arm = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "gone")),
+                               Reply("PUT", DEPLOYMENTS + deployment_name(spec.name), 201,
+                                     {"id": "d", "name": deployment_name(spec.name),
+                                      "properties": {"provisioningState": "Accepted"}},
+                                     {"Azure-AsyncOperation": f"{ARM}/operations/1"})])
+    assert executor.deploy(spec) is True
+    get, put = arm.seen
+    assert (get.method, get.url) == ("GET", f"{ARM}{group_path(spec.name)}?api-version={ACI_API}")
+    assert put.method == "PUT" and put.url.lower() == f"{ARM}{DEPLOYMENTS}{deployment_name(spec.name)}".lower() + \
+        f"?api-version={_query(put.url)['api-version'][0]}"
+    assert put.body == {"properties": {"mode": "Incremental", "templateLink": {"id": TS_ID},
+                                       "parameters": template_parameters(spec, executor.aci)}}
+    assert len(arm.seen) == 2  # no polling: the container reports back itself
+
+
+def test_direct_deploy_puts_the_container_group() -> None:
+    spec = _spec()
+    executor, arm = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "gone")),
+                               Reply("PUT", group_path(spec.name), 201, group_json(spec.name))], mode="direct")
+    assert executor.deploy(spec) is True
+    put = arm.seen[1]
+    assert (put.method, put.url) == ("PUT", f"{ARM}{group_path(spec.name)}?api-version={ACI_API}")
+    assert put.body == group_body(template_parameters(spec, executor.aci))
+    assert put.body["properties"]["imageRegistryCredentials"] == [
+        {"server": "loadmeacr.azurecr.io", "identity": executor.aci.identity_id}]
+
+
+@pytest.mark.parametrize("mode", ["templatespec", "direct"])
+def test_existing_group_is_not_created_again(mode: str) -> None:
+    spec = _spec()
+    executor, arm = _executor([Reply("GET", group_path(spec.name), 200, group_json(spec.name, "Running"))], mode)
+    assert executor.deploy(spec) is False
+    assert [s.method for s in arm.seen] == ["GET"]
+
+
+def test_deployment_already_running_is_not_sent_twice() -> None:
+    spec = _spec()
+    executor, _ = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
+                             Reply("PUT", DEPLOYMENTS + ".*", 409, error("DeploymentActive", "busy"))])
+    assert executor.deploy(spec) is False
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    (group_json("g", "Running"), ("running", None)),
+    (group_json("g", "Terminated", exit_code=3), ("terminated", 3)),
+    (group_json("g", "Waiting"), ("pending", None)),
+    (group_json("g", provisioning="Failed", events=[{"name": "Failed", "message": "Failed to pull image"}]),
+     ("failed", None)),
+])
+def test_state(reply: dict[str, Any], expected: tuple[str, int | None]) -> None:
+    executor, _ = _executor([Reply("GET", group_path("g"), 200, reply)])
+    status = executor.state("g")
+    assert (status.state, status.exit_code) == expected
+    if expected[0] == "terminated":
+        assert status.finished_at is not None and status.finished_at.year == 2026
+    if expected[0] == "failed":
+        assert "Failed to pull image" in status.detail
+
+
+def test_state_of_a_missing_group() -> None:
+    executor, _ = _executor([Reply("GET", group_path("g"), 404, error("ResourceNotFound", "x"))])
+    assert executor.state("g").state == "missing"
+
+
+def test_logs_and_delete() -> None:
+    executor, arm = _executor([
+        Reply("GET", group_path("g") + "/containers/job/logs", 200, {"content": "line 1\nline 2\n"}),
+        Reply("DELETE", group_path("g"), 200, group_json("g")),
+        Reply("DELETE", group_path("g"), 404, error("ResourceNotFound", "gone")),
+        Reply("GET", group_path("g") + "/containers/job/logs", 404, error("ResourceNotFound", "gone")),
+    ])
+    assert executor.logs("g", tail=50) == "line 1\nline 2\n"
+    assert _query(arm.seen[0].url) == {"api-version": [ACI_API], "tail": ["50"]}
+    assert executor.delete("g") is True
+    assert arm.seen[1].url == f"{ARM}{group_path('g')}?api-version={ACI_API}"
+    assert executor.delete("g") is False  # already deleted
+    assert executor.logs("g") == ""
+
+
+def test_throttling_then_success() -> None:
+    spec = _spec()
+    executor, arm = _executor([
+        Reply("GET", group_path(spec.name), 429, error("TooManyRequests", "slow down"), {"Retry-After": "0"}),
+        Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
+        Reply("PUT", DEPLOYMENTS + ".*", 201, {"id": "d", "properties": {}}),
+    ])
+    assert executor.deploy(spec) is True
+    assert [s.method for s in arm.seen] == ["GET", "GET", "PUT"]
+
+
+def test_persistent_5xx_becomes_transient_for_the_host_to_retry() -> None:
+    spec = _spec()
+    replies = [Reply("GET", group_path(spec.name), 503, error("ServiceUnavailable", "down"), {"Retry-After": "0"})
+               for _ in range(SDK_RETRIES + 1)]
+    executor, arm = _executor(replies)
+    with pytest.raises(TransientError, match="503 ServiceUnavailable"):
+        executor.deploy(spec)
+    assert len(arm.seen) == SDK_RETRIES + 1
+
+
+@pytest.mark.parametrize("mode", ["templatespec", "direct"])
+def test_quota_error_is_quota_exceeded(mode: str) -> None:
+    spec = _spec()
+    put_path = DEPLOYMENTS + ".*" if mode == "templatespec" else group_path(spec.name)
+    executor, _ = _executor([
+        Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
+        Reply("PUT", put_path, 409, error("ContainerGroupQuotaReached", "Resource type quota exceeded"))], mode)
+    with pytest.raises(QuotaExceeded, match="ContainerGroupQuotaReached"):
+        executor.deploy(spec)
+
+
+@pytest.mark.parametrize("mode", ["templatespec", "direct"])
+def test_invalid_template_is_rejected_with_the_arm_message(mode: str) -> None:
+    spec = _spec()
+    put_path = DEPLOYMENTS + ".*" if mode == "templatespec" else group_path(spec.name)
+    executor, _ = _executor([
+        Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
+        Reply("PUT", put_path, 400, error("InvalidTemplate", "Deployment template validation failed: 'cpu'"))], mode)
+    with pytest.raises(DeployRejected, match="InvalidTemplate: Deployment template validation failed: 'cpu'"):
+        executor.deploy(spec)
+
+
+def test_admin_credentials_only_in_admin_mode_and_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    spec = _spec()
+    executor, arm = _executor([
+        Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
+        Reply("POST", ACR + "/listCredentials", 200,
+              {"username": "loadmeacr", "passwords": [{"name": "password", "value": "acr-secret-pw"}]}),
+        Reply("PUT", group_path(spec.name), 201, group_json(spec.name)),
+    ], mode="direct", registry_auth="admin")
+    with caplog.at_level(logging.DEBUG):
+        assert executor.deploy(spec) is True
+    assert arm.seen[2].body["properties"]["imageRegistryCredentials"] == [
+        {"server": "loadmeacr.azurecr.io", "username": "loadmeacr", "password": "acr-secret-pw"}]
+    assert "acr-secret-pw" not in caplog.text
+
+
+def test_identity_mode_never_lists_credentials() -> None:
+    spec = _spec()
+    executor, arm = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
+                               Reply("PUT", group_path(spec.name), 201, group_json(spec.name))], mode="direct")
+    executor.deploy(spec)
+    assert not any("listCredentials" in s.url for s in arm.seen)
+
+
+def test_list_owned_reads_the_tags() -> None:
+    tags = {OWNER_TAG: "loadme", "loadme-run-id": "a" * 32, "loadme-step": "2",
+            "loadme-deadline": "2026-11-25T03:00:00+00:00"}
+    executor, _ = _executor([Reply("GET", f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+                                          "Microsoft.ContainerInstance/containerGroups", 200,
+                                   {"value": [group_json("mine", tags=tags), group_json("theirs", tags={})]})])
+    [owned] = executor.list_owned()
+    assert (owned.name, owned.run_id, owned.step, owned.deadline) == ("mine", "a" * 32, 2, tags["loadme-deadline"])

@@ -1,0 +1,132 @@
+"""EXECUTOR=aci through the functions, on Azurite, with ARM behind a fake transport: one whole run
+per deploy mode (counting its ARM requests), quota back-off, and the executor switch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+
+from devhost.host import Output
+from loadme.context import Context, set_context
+from loadme.deploy import QUOTA_ATTEMPTS, build_container_spec
+from loadme.envelope import ResultMessage, StepMessage, decode
+from loadme.executors import create_executor
+from loadme.executors.aci import SDK_RETRIES, AciExecutor
+from loadme.names import INITJOB_QUEUE, TRIGGER_QUEUES, container_group_name, deployment_name
+from loadme.settings import Settings
+from loadme.tokens import result_token
+from tests.conftest import RESULT_KEY
+from tests.fake_arm import RG, SUB, FakeArm, FakeCredential, Reply, error, group_json, group_path
+from tests.functions import http_request, post_json, queue_message, response_json, user_function
+
+DEPLOYMENTS = f"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft.Resources/deployments/"
+IDENTITY = f"/subscriptions/{SUB}/resourceGroups/mgmt/providers/Microsoft.ManagedIdentity/userAssignedIdentities/c"
+
+
+def aci_settings(settings_env: dict[str, str], mode: str, **extra: str) -> dict[str, str]:
+    return {**settings_env, "EXECUTOR": "aci", "AZURE_SUBSCRIPTION_ID": SUB, "DEPLOYMENT_RESOURCE_GROUP": RG,
+            "ACI_LOCATION": "westeurope", "DEPLOY_MODE": mode, "TEMPLATE_SPEC_VERSION_ID": "/ts/loadme/versions/1",
+            "CONTAINER_IDENTITY_ID": IDENTITY, "REGISTRY_SERVER": "loadmeacr.azurecr.io",
+            "DEFAULT_IMAGE": "loadmeacr.azurecr.io/loadme-runner:1", **extra}
+
+
+@pytest.fixture
+def aci_context(settings_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[tuple[Context, FakeArm]]:
+    mode = getattr(request, "param", "templatespec")
+    settings = Settings.from_mapping(aci_settings(settings_env, mode))
+    assert settings.aci is not None
+    arm = FakeArm([])
+    options: dict[str, Any] = {"transport": arm, "retry_total": SDK_RETRIES, "retry_backoff_factor": 0}
+    executor = AciExecutor(settings.aci, ContainerInstanceManagementClient(FakeCredential(), SUB, **options),
+                           DeploymentsMgmtClient(FakeCredential(), SUB, **options))
+    ctx = Context(settings, executor=executor)
+    ctx.storage.ensure_resources(list(TRIGGER_QUEUES))
+    set_context(ctx)
+    yield ctx, arm
+    set_context(None)
+
+
+def _result_for(step: StepMessage, exit_code: int = 0) -> str:
+    """The result the container's runner would post (its token computed as the app does)."""
+    return ResultMessage(
+        run_id=step.run_id, step=1, attempt=1, created_at=step.created_at, deadline=step.deadline,
+        variables={**step.variables, "___Message": "from ACI"},
+        token=result_token(RESULT_KEY.encode(), step.run_id, 1), exit_code=exit_code,
+        log_tail="done", finished_at=step.created_at,
+    ).to_json()
+
+
+@pytest.mark.parametrize("aci_context", ["templatespec", "direct"], indirect=True)
+def test_one_run_makes_exactly_five_arm_requests(aci_context: tuple[Context, FakeArm]) -> None:
+    ctx, arm = aci_context
+    response, initjob = post_json({"variables": {"___Name": "Ada"}})
+    step = decode(initjob.get(), StepMessage)
+    group = container_group_name(step.run_id, 1)
+    put = (DEPLOYMENTS + deployment_name(group)) if ctx.settings.aci.deploy_mode == "templatespec" \
+        else group_path(group)  # type: ignore[union-attr]
+    arm.script = [
+        Reply("GET", group_path(group), 404, error("ResourceNotFound", "no group yet")),
+        Reply("PUT", put, 201, {"id": "x", "name": group, "properties": {}}),
+        Reply("GET", group_path(group), 200, group_json(group, "Terminated", exit_code=0)),
+        Reply("GET", group_path(group) + "/containers/job/logs", 200, {"content": "demo job: Hello, Ada!\n"}),
+        Reply("DELETE", group_path(group), 200, group_json(group)),
+    ]
+    user_function("dq_init_job")(queue_message(initjob.get()), removeinfra=Output())
+    removal = Output()
+    user_function("stage2")(queue_message(_result_for(step)), initjob=Output(), removeinfra=removal)
+    user_function("remove_infra")(queue_message(removal.get()[0]))
+
+    assert [(s.method, s.url.split("?")[0].rsplit("/", 1)[-1]) for s in arm.seen] == [
+        ("GET", group), ("PUT", put.rsplit("/", 1)[-1]), ("GET", group), ("GET", "logs"), ("DELETE", group)]
+    assert arm.script == []
+    run_id = response_json(response)["run_id"]
+    status = response_json(user_function("run_status")(
+        http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))
+    assert (status["state"], status["cleaned_up"], status["variables"]["___Message"]) == ("succeeded", True, "from ACI")
+    assert ctx.storage.logs.download_blob(status["logs"][0]).readall() == b"demo job: Hello, Ada!\n"
+
+
+def test_quota_exceeded_is_retried_later_then_fails_the_run(aci_context: tuple[Context, FakeArm]) -> None:
+    ctx, arm = aci_context
+    response, initjob = post_json({"variables": {}})
+    run_id = response_json(response)["run_id"]
+    group = container_group_name(run_id, 1)
+    text = initjob.get()
+    queue = ctx.storage.queue(INITJOB_QUEUE)
+    queue.clear_messages()
+    for attempt in range(1, QUOTA_ATTEMPTS + 1):
+        arm.script = [Reply("GET", group_path(group), 404, error("ResourceNotFound", "x")),
+                      Reply("PUT", DEPLOYMENTS + ".*", 409, error("ContainerGroupQuotaReached", "quota reached"))]
+        user_function("dq_init_job")(queue_message(text), removeinfra=Output())
+        if attempt < QUOTA_ATTEMPTS:
+            assert list(queue.receive_messages()) == []  # re-sent, but invisible for a while
+            properties = queue.get_queue_properties()
+            assert properties.approximate_message_count == 1
+            queue.clear_messages()
+            text = json.dumps({**json.loads(text), "attempt": attempt + 1})
+    status = response_json(user_function("run_status")(
+        http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))
+    terminal = next(e for e in status["events"] if e["event"] == "terminal")
+    assert status["state"] == "failed" and f"quota exceeded after {QUOTA_ATTEMPTS} attempts" in terminal["reason"]
+
+
+def test_executor_setting_picks_the_implementation(settings_env: dict[str, str]) -> None:
+    assert type(create_executor(Settings.from_mapping(settings_env))).__name__ == "LocalExecutor"
+    assert isinstance(create_executor(Settings.from_mapping(aci_settings(settings_env, "direct"))), AciExecutor)
+
+
+def test_identity_result_auth_gives_the_container_no_sas(aci_context: tuple[Context, FakeArm],
+                                                          settings_env: dict[str, str]) -> None:
+    settings = Settings.from_mapping(aci_settings(settings_env, "direct", RESULT_AUTH="identity",
+                                                  CONTAINER_IDENTITY_CLIENT_ID="client-id-1"))
+    ctx = Context(settings, executor=aci_context[0].executor)
+    _, initjob = post_json({"variables": {}})
+    env = {e["name"]: e for e in build_container_spec(ctx, decode(initjob.get(), StepMessage)).environment}
+    assert "LOADME_RESULT_SAS" not in env
+    assert env["LOADME_IDENTITY_CLIENT_ID"] == {"name": "LOADME_IDENTITY_CLIENT_ID", "value": "client-id-1"}
+    assert env["LOADME_RESULT_AUTH"]["value"] == "identity"
