@@ -4,6 +4,8 @@ per deploy mode (counting its ARM requests), quota back-off, and the executor sw
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,13 +16,13 @@ from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 from devhost.host import Output
 from loadme.context import Context, set_context
 from loadme.deploy import QUOTA_ATTEMPTS, build_container_spec
-from loadme.envelope import ResultMessage, StepMessage, decode
+from loadme.envelope import RemovalMessage, ResultMessage, StepMessage, decode
 from loadme.executors import create_executor
 from loadme.executors.aci import SDK_RETRIES, AciExecutor
 from loadme.names import INITJOB_QUEUE, TRIGGER_QUEUES, container_group_name, deployment_name
 from loadme.settings import Settings
 from loadme.tokens import result_token
-from tests.conftest import RESULT_KEY
+from tests.conftest import REPO_ROOT, RESULT_KEY
 from tests.fake_arm import RG, SUB, FakeArm, FakeCredential, Reply, error, group_json, group_path
 from tests.functions import http_request, post_json, queue_message, response_json, user_function
 
@@ -130,3 +132,27 @@ def test_identity_result_auth_gives_the_container_no_sas(aci_context: tuple[Cont
     assert "LOADME_RESULT_SAS" not in env
     assert env["LOADME_IDENTITY_CLIENT_ID"] == {"name": "LOADME_IDENTITY_CLIENT_ID", "value": "client-id-1"}
     assert env["LOADME_RESULT_AUTH"]["value"] == "identity"
+
+
+def test_rejected_deployment_fails_the_run_with_the_arm_message(aci_context: tuple[Context, FakeArm]) -> None:
+    arm = aci_context[1]
+    response, initjob = post_json({"variables": {}})
+    run_id = response_json(response)["run_id"]
+    group = container_group_name(run_id, 1)
+    arm.script = [Reply("GET", group_path(group), 404, error("ResourceNotFound", "x")),
+                  Reply("PUT", DEPLOYMENTS + ".*", 400, error("InvalidTemplateDeployment", "image not allowed"))]
+    removals = Output()
+    user_function("dq_init_job")(queue_message(initjob.get()), removeinfra=removals)
+    status = response_json(user_function("run_status")(
+        http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))
+    terminal = next(e for e in status["events"] if e["event"] == "terminal")
+    assert status["state"] == "failed"
+    assert terminal["reason"] == "deployment rejected: InvalidTemplateDeployment: image not allowed"
+    assert [decode(r, RemovalMessage).reason for r in removals.get()] == ["deploy_failed"]
+
+
+def test_the_app_does_not_import_the_management_sdks() -> None:
+    code = ("import sys, function_app; loaded = sorted(m for m in sys.modules if m.startswith('azure.mgmt')); "
+            "print(loaded); sys.exit(1 if loaded else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
