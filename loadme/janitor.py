@@ -7,6 +7,7 @@ local executor) and at the poison queues, and, using the journal:
   with the exit code, removes it (the removal archives its logs);
 - a group of a finished run that is still there (its removal kept failing): removes it again;
 - a group with no journal at all, past its deadline: removes it (an orphan);
+- a step past its deadline whose group never appeared: records `timed_out`;
 - a message in a `-poison` queue: records its run `failed` with the reason (first outcome wins);
 and it reports each poison queue's depth and oldest message age in a log line.
 Every decision is idempotent: journal rows are insert-only and removals are idempotent.
@@ -24,11 +25,19 @@ from loadme.context import Context
 from loadme.envelope import Message, RemovalMessage, ResultMessage, StepMessage, decode_queue_text, parse_time
 from loadme.errors import EnvelopeError
 from loadme.executors import OwnedGroup
-from loadme.names import INITJOB_QUEUE, REMOVEINFRA_QUEUE, STAGE2_QUEUE, TRIGGER_QUEUES, poison_queue
+from loadme.names import (
+    INITJOB_QUEUE,
+    REMOVEINFRA_QUEUE,
+    STAGE2_QUEUE,
+    TRIGGER_QUEUES,
+    container_group_name,
+    poison_queue,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_PEEK = 32  # the Queue service's peek limit
+GROUPLESS_LOOKBACK = timedelta(hours=1)
 _KINDS: dict[str, type[Message]] = {
     INITJOB_QUEUE: StepMessage, STAGE2_QUEUE: ResultMessage, REMOVEINFRA_QUEUE: RemovalMessage,
 }
@@ -80,6 +89,7 @@ def sweep(ctx: Context) -> JanitorReport:
     now = ctx.clock()
     for group in ctx.executor.list_owned():
         _check_group(ctx, group, now, report)
+    _check_groupless_steps(ctx, now, report)
     _record_poisoned_runs(ctx, report)
     report.poison = poison_stats(ctx)
     logger.info(
@@ -129,6 +139,30 @@ def _check_group(ctx: Context, group: OwnedGroup, now: datetime, report: Janitor
             report.failed.append(group.run_id)
             logger.warning("janitor: container stopped %s without a result; run failed", exit_text, extra=log)
         report.removals.append(_removal(group, "no_result"))
+
+
+def _check_groupless_steps(ctx: Context, now: datetime, report: JanitorReport) -> None:
+    """Steps past their deadline whose group never appeared (e.g. a deployment that failed after
+    ARM accepted it): the owned-group pass cannot see them, the journal can."""
+    since = now - GROUPLESS_LOOKBACK  # ticks are minutes apart: an hour back sees every deadline once
+    rows = ctx.storage.table.query_entities(
+        "event eq @event and deadline ge @since and deadline lt @now",
+        parameters={"event": j.DEPLOYING, "since": since.isoformat(), "now": now.isoformat()})
+    for row in rows:
+        run_id, step = str(row["PartitionKey"]), int(row["step"])
+        journal = ctx.journal
+        if journal.get(run_id, 0, j.TERMINAL) is not None or journal.get(run_id, step, j.REMOVED) is not None:
+            continue
+        group = container_group_name(run_id, step)
+        if ctx.executor.state(group).state != "missing":
+            continue  # the group exists: the owned-group pass deals with it
+        if journal.record(run_id, 0, j.TERMINAL, state="timed_out", step_ended=step,
+                          reason=f"no container group for step {step} at the deadline (deployment failed?)"):
+            report.timed_out.append(run_id)
+            logger.warning("janitor: step never got a container group; run timed out",
+                           extra={"run_id": run_id, "step": step})
+        deadline = str(row["deadline"])
+        report.removals.append(_removal(OwnedGroup(group, run_id, step, deadline), "no_group"))
 
 
 def _record_poisoned_runs(ctx: Context, report: JanitorReport) -> None:

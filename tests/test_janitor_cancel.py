@@ -191,3 +191,20 @@ def test_idempotency_key_reused_for_another_request_is_422(ctx: Context) -> None
     assert out.get() is None
     assert "different request" in response_json(other)["error"]
     assert json.loads(first.get_body())["run_id"] == json.loads(same.get_body())["run_id"]
+
+
+def test_janitor_times_out_a_step_whose_group_never_appeared(ctx: Context) -> None:
+    _, initjob = post_json({"variables": {}, "timeout_seconds": 1})
+    step = decode(initjob.get(), StepMessage)
+    # As if ARM accepted the deployment and it failed later: journaled, but no group ever exists.
+    ctx.journal.record(step.run_id, 1, "deploying", container_group=container_group_name(step.run_id, 1),
+                       variables=step.variables, steps=[], created_at=step.created_at, deadline=step.deadline,
+                       trigger="http")
+    time.sleep(1.2)
+    removals = _janitor()
+    assert [(r.run_id, r.reason) for r in removals] == [(step.run_id, "no_group")]
+    _remove(removals)
+    status = _status(step.run_id)
+    assert (status["state"], status["cleaned_up"]) == ("timed_out", True)
+    assert "no container group for step 1" in next(e for e in status["events"] if e["event"] == "terminal")["reason"]
+    assert _janitor() == []  # settled: nothing more to do
