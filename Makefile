@@ -2,16 +2,24 @@
 #   make demo   run one job end to end on the local stack (Azurite + local host + local executor)
 #   make test   lint, type-check and run the whole test suite
 #   make dev    the local stack in the foreground (Ctrl-C stops everything it started)
+#
+# Python 3.13 is required (Azure Functions' Python 3.13 worker, azure-functions-runtime, runs the app
+# locally as in Azure); tools/find-python313 finds one or says what to install. PYTHON=... overrides.
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell tools/find-python313)
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps demo test dev lint typecheck clean
+.PHONY: deps demo test dev lint typecheck clean python
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt
-	$(PYTHON) -m venv $(VENV)
+python:
+	@test -n "$(PYTHON)" || { tools/find-python313 >/dev/null; exit 1; }
+
+# A venv of another Python (an older checkout's 3.11) is replaced, not reused.
+$(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt | python
+	@if ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import typing
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +42,12 @@ configure_logging()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
+# An output binding that sends several queue messages. `typing.List`, not `list`: the Functions
+# Python worker refuses `Out[list[str]]` at indexing ("invalid non-type annotation"; its vendored
+# typing_inspect does not see `list[str]` as generic, Azure/azure-functions-python-worker#1176),
+# and one refused function fails the whole app. tests/test_worker_conformance.py guards this.
+Messages = func.Out[typing.List[str]]  # noqa: UP006
+
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
     text = body if isinstance(body, str) else json.dumps(body)
@@ -62,7 +69,7 @@ def _decode(msg: func.QueueMessage, kind: type[Any], queue: str) -> Any:
         raise
 
 
-def _send(out: func.Out[list[str]], messages: list[Message]) -> None:
+def _send(out: Messages, messages: list[Message]) -> None:
     if messages:
         out.set([m.to_json() for m in messages])
 
@@ -102,7 +109,7 @@ def run_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("cancel_run")
 @app.route(route="runs/{run_id}", methods=["DELETE"])
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
-def cancel_run(req: func.HttpRequest, removeinfra: func.Out[list[str]]) -> func.HttpResponse:
+def cancel_run(req: func.HttpRequest, removeinfra: Messages) -> func.HttpResponse:
     """Cancel a run and remove its containers: 202 (also when already cancelled), 404, or 409."""
     run_id = req.route_params.get("run_id", "")
     outcome = cancel(get_context(), run_id) if is_run_id(run_id) else None
@@ -133,7 +140,7 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("dq_init_job")
 @app.queue_trigger(arg_name="msg", queue_name=INITJOB_QUEUE, connection=CONNECTION)
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
-def dq_init_job(msg: func.QueueMessage, removeinfra: func.Out[list[str]]) -> None:
+def dq_init_job(msg: func.QueueMessage, removeinfra: Messages) -> None:
     """Deploy the step's container group (idempotent)."""
     step: StepMessage = _decode(msg, StepMessage, INITJOB_QUEUE)
     _send(removeinfra, list(deploy_step(get_context(), step)))
@@ -143,7 +150,7 @@ def dq_init_job(msg: func.QueueMessage, removeinfra: func.Out[list[str]]) -> Non
 @app.queue_trigger(arg_name="msg", queue_name=STAGE2_QUEUE, connection=CONNECTION)
 @app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
-def stage2(msg: func.QueueMessage, initjob: func.Out[list[str]], removeinfra: func.Out[list[str]]) -> None:
+def stage2(msg: func.QueueMessage, initjob: Messages, removeinfra: Messages) -> None:
     """Accept a container's result; send the next step or finish, and the removal."""
     result: ResultMessage = _decode(msg, ResultMessage, STAGE2_QUEUE)
     follow = accept_result(get_context(), result)
@@ -166,7 +173,7 @@ def remove_infra(msg: func.QueueMessage) -> None:
     use_monitor=True,
 )
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
-def janitor(timer: func.TimerRequest, removeinfra: func.Out[list[str]]) -> None:
+def janitor(timer: func.TimerRequest, removeinfra: Messages) -> None:
     """Time out, fail and remove what the normal flow could not finish; report poison queues."""
     report = sweep(get_context())
     _send(removeinfra, list(report.removals))

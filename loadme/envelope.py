@@ -14,7 +14,7 @@ import binascii
 import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from loadme.errors import EnvelopeError
 
@@ -24,7 +24,6 @@ SCHEMA_VERSION = 1
 MAX_LOG_TAIL_CHARS = 4096
 MAX_PLAN_BYTES = 8192
 QUEUE_MESSAGE_LIMIT = 65536
-M = TypeVar("M", bound="Message")
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ def plan_size(steps: tuple[StepPlan, ...]) -> int:
     return len(json.dumps([asdict(s) for s in steps], separators=(",", ":")))
 
 
-def decode(text: str | bytes, expected: type[M]) -> M:
+def decode[M: Message](text: str | bytes, expected: type[M]) -> M:
     """Decode JSON message text into `expected`. Raises EnvelopeError saying what is wrong."""
     try:
         data = json.loads(text)
@@ -139,7 +138,7 @@ def decode(text: str | bytes, expected: type[M]) -> M:
     return expected(**data)
 
 
-def decode_queue_text(text: str, expected: type[M]) -> M:
+def decode_queue_text[M: Message](text: str, expected: type[M]) -> M:
     """Decode base64 queue text. Raises EnvelopeError if it is not base64 or not an envelope."""
     try:
         raw = base64.b64decode(text, validate=True)

@@ -81,7 +81,7 @@ def test_filled_template_round_trips_through_the_sdk_model(registry_auth: str) -
 
 
 def test_images_elsewhere_get_no_registry_credentials() -> None:
-    parameters = template_parameters(_spec(image="python:3.11-slim"), _aci("admin"), "user", "password")
+    parameters = template_parameters(_spec(image="python:3.13-slim"), _aci("admin"), "user", "password")
     assert "registryPassword" not in parameters
     assert _group_body(parameters)["properties"]["imageRegistryCredentials"] == []
 

@@ -33,7 +33,7 @@ bodies = st.one_of(
     st.fixed_dictionaries({}, optional={
         "variables": st.one_of(st.dictionaries(names, st.one_of(st.text(max_size=30), json_scalars), max_size=6),
                                json_values),
-        "image": st.one_of(st.sampled_from(["python:3.11-slim", "acr.azurecr.io/job:1"]), json_values),
+        "image": st.one_of(st.sampled_from(["python:3.13-slim", "acr.azurecr.io/job:1"]), json_values),
         "command": st.one_of(st.lists(st.text(max_size=10), max_size=4), json_values),
         "steps": st.one_of(st.lists(st.fixed_dictionaries(
             {"command": st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3)}), max_size=3),

@@ -51,7 +51,7 @@ class LocalExecutor:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.defpath])
         env["PYTHONPATH"] = str(REPO_ROOT)
         env["PYTHONUNBUFFERED"] = "1"
-        env["LANG"] = "C.UTF-8"  # as the python:3.11-slim base image sets it
+        env["LANG"] = "C.UTF-8"  # as the python:3.13-slim base image sets it
         return env
 
     def deploy(self, spec: ContainerSpec) -> bool:
