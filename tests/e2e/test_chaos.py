@@ -31,6 +31,7 @@ KILL_RUNNER = ["python", "-c", "import os, signal; os.kill(os.getppid(), signal.
 ONE_STEP_ROWS = {"000-requested", "000-terminal", "001-deploying", "001-started", "001-result",
                  "001-logs_archived", "001-removed"}
 NO_RESULT_ROWS = ONE_STEP_ROWS - {"001-result"}
+NEVER_DEPLOYED_ROWS = {"000-requested", "000-terminal"}
 TWO_STEP_ROWS = ONE_STEP_ROWS | {r.replace("001", "002") for r in ONE_STEP_ROWS if r.startswith("001")}
 
 
@@ -50,7 +51,7 @@ def _plan(rnd: random.Random, index: int) -> dict[str, Any]:
                 "state": "failed", "exit_code": code, "rows": ONE_STEP_ROWS}
     if kind == "hang":
         return {"kind": kind, "body": {"variables": {**variables, "___DemoSleepSeconds": "600"},
-                                       "timeout_seconds": 8}, "state": "timed_out", "rows": NO_RESULT_ROWS}
+                                       "timeout_seconds": 20}, "state": "timed_out", "rows": NO_RESULT_ROWS}
     return {"kind": kind, "body": {"variables": variables, "command": KILL_RUNNER}, "state": "failed",
             "exit_code": 137, "rows": NO_RESULT_ROWS}
 
@@ -90,11 +91,18 @@ def test_fifty_runs_under_chaos_all_end_right(chaos_stack: Stack) -> None:
         if "exit_code" in plan:
             assert terminal["exit_code"] == plan["exit_code"], (plan["kind"], terminal)
         rows = [r["RowKey"] for r in table.query_entities("PartitionKey eq @r", parameters={"r": run_id})]
+        if plan["kind"] == "hang" and sorted(rows) == sorted(NEVER_DEPLOYED_ROWS):
+            # On a loaded machine injected retries can delay the deployment past the deadline:
+            # then dq_init_job records the timeout itself and starts nothing. Same outcome.
+            assert terminal["reason"] == "deadline passed before the container was deployed"
+            plans[run_id] = {**plan, "kind": "hang_never_deployed"}
+            continue
         assert sorted(rows) == sorted(plan["rows"]), (plan["kind"], rows)
 
     starts = Counter(chaos_stack.starts())
+    steps_started = {"two_steps": 2, "hang_never_deployed": 0}
     expected_groups = {container_group_name(run_id, step)
-                       for run_id, plan in plans.items() for step in (1, 2)[: 2 if plan["kind"] == "two_steps" else 1]}
+                       for run_id, plan in plans.items() for step in range(1, steps_started.get(plan["kind"], 1) + 1)}
     assert set(starts) == expected_groups
     assert set(starts.values()) == {1}, "a container was started twice"
 
