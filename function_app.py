@@ -42,10 +42,14 @@ configure_logging()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-# An output binding that sends several queue messages. `typing.List`, not `list`: the Functions
-# Python worker refuses `Out[list[str]]` at indexing ("invalid non-type annotation"; its vendored
-# typing_inspect does not see `list[str]` as generic, Azure/azure-functions-python-worker#1176),
-# and one refused function fails the whole app. tests/test_worker_conformance.py guards this.
+# Every queue output binding takes a list of message texts, even for one message: the host writes
+# each list element exactly as given, but re-parses a single string that looks like JSON and
+# rewrites it (indented, timestamps and numbers reformatted by Json.NET: Azure/azure-functions-host
+# FunctionBinding.ReadAsEnumerable, #9581), which would change the variables in our envelope.
+# `typing.List`, not `list`: the Functions Python worker refuses `Out[list[str]]` at indexing
+# ("invalid non-type annotation"; its vendored typing_inspect does not see `list[str]` as generic,
+# Azure/azure-functions-python-worker#1176), and one refused function fails the whole app.
+# tests/test_worker_conformance.py guards both.
 Messages = func.Out[typing.List[str]]  # noqa: UP006
 
 
@@ -77,7 +81,7 @@ def _send(out: Messages, messages: list[Message]) -> None:
 @app.function_name("init_job")
 @app.route(route="init_job", methods=["POST"])
 @app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
-def init_job(req: func.HttpRequest, initjob: func.Out[str]) -> func.HttpResponse:
+def init_job(req: func.HttpRequest, initjob: Messages) -> func.HttpResponse:
     """Start a run: 202 with its id and status URL, or a 4xx JSON error naming the problem."""
     try:
         ctx = get_context()
@@ -89,8 +93,7 @@ def init_job(req: func.HttpRequest, initjob: func.Out[str]) -> func.HttpResponse
     except SettingsError as exc:
         logger.error("cannot start runs: %s", exc)
         return _json(500, error_body("the app is misconfigured; see its log"))
-    if started.message is not None:
-        initjob.set(started.message.to_json())
+    _send(initjob, [started.message] if started.message is not None else [])
     status_url = f"{_api_base(req)}/runs/{started.run_id}"
     return _json(202, {"run_id": started.run_id, "status_url": status_url}, {"Location": status_url})
 
@@ -185,13 +188,12 @@ if os.environ.get(SCHEDULE_SETTING, "").strip():
     @app.function_name("scheduled_init")
     @app.timer_trigger(arg_name="timer", schedule=f"%{SCHEDULE_SETTING}%", use_monitor=True)
     @app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
-    def scheduled_init(timer: func.TimerRequest, initjob: func.Out[str]) -> None:
+    def scheduled_init(timer: func.TimerRequest, initjob: Messages) -> None:
         """Start a run exactly as `init_job` does, with the variables from SCHEDULED_INIT_VARIABLES."""
         ctx = get_context()
         request = start_request_from_object(
             {"variables": ctx.settings.scheduled_variables}, ctx.settings, ctx.variables
         )
         started = start_run(ctx, request, "timer")
-        if started.message is not None:
-            initjob.set(started.message.to_json())
+        _send(initjob, [started.message] if started.message is not None else [])
         logger.info("scheduled run %s started%s", started.run_id, " (past due)" if timer.past_due else "")

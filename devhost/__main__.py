@@ -1,13 +1,13 @@
-"""`python -m devhost`: Azurite + the local host in the foreground; Ctrl-C stops both.
+"""`python -m devhost` (make dev): Azurite + the local host in the foreground; Ctrl-C stops both.
 
 Reads `local.settings.json` (created from `local.settings.sample.json` when missing) the way
-`func start` does: its `Values` become environment variables unless already set.
+`func start` does: its `Values` become environment variables unless already set. Exits 1 with the
+worker's own message when the Functions worker refuses the app.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -15,26 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_local_settings(path: Path) -> None:
-    """Put `Values` of a local.settings.json into the environment (existing variables win)."""
-    values = json.loads(path.read_text()).get("Values", {})
-    for key, value in values.items():
-        os.environ.setdefault(key, str(value))
-
-
-def _stop_local_containers() -> None:
-    """Ctrl-C stops everything the stack started, local containers included."""
-    from loadme.context import get_context
-    from loadme.executors.local import LocalExecutor
-
-    executor = get_context().executor
-    if isinstance(executor, LocalExecutor):
-        stopped = executor.stop_all()
-        if stopped:
-            logging.info("stopped %d local container(s); the janitor records their runs", stopped)
+from devhost.stack import REPO_ROOT, LocalStack, load_local_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", type=Path, default=REPO_ROOT / "local.settings.json")
     parser.add_argument("--no-azurite", action="store_true", help="use the storage in AzureWebJobsStorage as is")
     parser.add_argument("--azurite-dir", type=Path, default=REPO_ROOT / ".azurite")
-    parser.add_argument("--lease-seconds", type=float, default=float(os.environ.get("DEVHOST_LEASE_SECONDS", "60")))
+    parser.add_argument("--lease-seconds", type=float, default=float(os.environ.get("DEVHOST_LEASE_SECONDS", "600")),
+                        help="how long a message stays invisible without renewal (the host's is 10 minutes)")
     parser.add_argument("--duplicate-deliveries", action="store_true",
                         help="fault injection: deliver every queue message twice")
     parser.add_argument("--faults", help='fault injection plan, JSON: {"seed": 1, "transient_rate": 0.2, '
@@ -51,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--message-tap", type=Path, help="append every decoded queue message to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("azure", "urllib3", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     if not args.settings.exists():
         sample = REPO_ROOT / "local.settings.sample.json"
@@ -58,45 +42,29 @@ def main(argv: list[str] | None = None) -> int:
         logging.info("created %s from %s", args.settings.name, sample.name)
     load_local_settings(args.settings)
 
-    from devhost.azurite import DEFAULT_PORTS, start_azurite
+    from devhost.faults import DeliveryFaults, FaultPlan
+    from devhost.worker import WorkerRefused
 
-    azurite = None
-    if not args.no_azurite:
-        azurite = start_azurite(location=args.azurite_dir, ports=DEFAULT_PORTS,
-                                log_path=args.azurite_dir.parent / ".azurite.log")
-        os.environ["AzureWebJobsStorage"] = azurite.connection_string
-        logging.info("Azurite on ports %s, data in %s", azurite.ports, args.azurite_dir)
-
+    faults = DeliveryFaults(FaultPlan.from_json(args.faults) if args.faults else None,
+                            duplicate_deliveries=args.duplicate_deliveries, tap=args.message_tap)
+    stack = LocalStack(port=args.port, azurite_dir=args.azurite_dir, use_azurite=not args.no_azurite,
+                       azurite_log=args.azurite_dir.parent / ".azurite.log", lease_seconds=args.lease_seconds,
+                       faults=faults)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where it was inherited as ignored
-    host = None
     try:
-        from devhost.faults import FaultPlan
-        from devhost.host import LocalHost
-        from devhost.hostconfig import QueueSettings
-        from loadme.context import get_context
-
-        sys.path.insert(0, str(REPO_ROOT))
-        import function_app
-
-        host = LocalHost(function_app.app, get_context().storage,
-                         QueueSettings.from_host_json(REPO_ROOT / "host.json"),
-                         port=args.port, lease_seconds=args.lease_seconds,
-                         duplicate_deliveries=args.duplicate_deliveries, message_tap=args.message_tap,
-                         faults=FaultPlan.from_json(args.faults) if args.faults else None)
-        host.start()
-        print(f"local host ready on http://127.0.0.1:{host.port}/api", flush=True)
+        stack.start()
+        print(f"local host ready on {stack.api}", flush=True)
         stopped.wait()
+    except WorkerRefused as exc:
+        logging.error("the Functions worker refused the app:\n%s", exc)
+        return 1
     except KeyboardInterrupt:
         logging.info("interrupted")
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        if host is not None:
-            host.stop()
-            _stop_local_containers()
-        if azurite is not None:
-            azurite.stop()
+        stack.stop()
         logging.info("stopped")
     return 0
 

@@ -1,6 +1,7 @@
 """`make demo`: one run end to end on the local stack, then everything it started is stopped.
 
-Starts Azurite (in memory, free ports) and the local host, POSTs a run with two variables, waits
+Starts Azurite (in memory, free ports) and the local host (with Azure's Python worker in its own
+process), POSTs a run with two variables, waits
 for it, and prints the timeline and the final variables (the job adds `___Message`). Exits 0 when
 the run succeeded and its container process is gone; stops everything also when interrupted.
 """
@@ -42,29 +43,19 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.path.insert(0, str(REPO_ROOT))
-    from devhost.__main__ import load_local_settings
-    from devhost.azurite import free_port, start_azurite
-    from devhost.host import LocalHost
-    from devhost.hostconfig import QueueSettings
+    from devhost.azurite import free_port
+    from devhost.stack import LocalStack, load_local_settings
     from loadme.executors.local import process_alive
 
     workdir = Path(tempfile.mkdtemp(prefix="loadme-demo-"))
     os.environ["LOCAL_EXECUTOR_DIR"] = str(workdir / "containers")
+    os.environ.setdefault("DEVHOST_WORKER_LOG_LEVEL", "WARNING")
     load_local_settings(REPO_ROOT / "local.settings.sample.json")
-    azurite = host = None
+    stack = LocalStack(port=free_port(), azurite_ports=None, azurite_log=workdir / "azurite.log")
     try:
-        print("starting Azurite (in memory) ...", flush=True)
-        azurite = start_azurite(location=None, log_path=workdir / "azurite.log")
-        os.environ["AzureWebJobsStorage"] = azurite.connection_string
-
-        import function_app
-        from loadme.context import get_context
-
-        ctx = get_context()
-        host = LocalHost(function_app.app, ctx.storage, QueueSettings.from_host_json(REPO_ROOT / "host.json"),
-                         port=free_port())
-        host.start()
-        api = f"http://127.0.0.1:{host.port}/api"
+        print("starting Azurite (in memory) and the local host ...", flush=True)
+        stack.start()
+        api = stack.api
         body = {"variables": {"___Name": "Ada Lovelace", "___Team": "analytical-engines"}}
         print(f"POST {api}/init_job {json.dumps(body)}", flush=True)
         response = requests.post(f"{api}/init_job", json=body, timeout=30)
@@ -96,16 +87,7 @@ def main() -> int:
         return 130
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        if host is not None:
-            host.stop()
-            from loadme.context import get_context as _ctx
-            from loadme.executors.local import LocalExecutor
-
-            executor = _ctx().executor
-            if isinstance(executor, LocalExecutor):
-                executor.stop_all()
-        if azurite is not None:
-            azurite.stop()
+        stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

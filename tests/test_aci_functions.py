@@ -13,7 +13,6 @@ import pytest
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
-from devhost.host import Output
 from loadme.context import Context, set_context
 from loadme.deploy import QUOTA_ATTEMPTS, build_container_spec
 from loadme.envelope import RemovalMessage, ResultMessage, StepMessage, decode
@@ -24,7 +23,7 @@ from loadme.settings import Settings
 from loadme.tokens import result_token
 from tests.conftest import REPO_ROOT, RESULT_KEY
 from tests.fake_arm import RG, SUB, FakeArm, FakeCredential, Reply, error, group_json, group_path
-from tests.functions import http_request, post_json, queue_message, response_json, user_function
+from tests.functions import Out, http_request, post_json, queue_message, response_json, user_function
 
 DEPLOYMENTS = f"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft.Resources/deployments/"
 IDENTITY = f"/subscriptions/{SUB}/resourceGroups/mgmt/providers/Microsoft.ManagedIdentity/userAssignedIdentities/c"
@@ -67,7 +66,7 @@ def _result_for(step: StepMessage, exit_code: int = 0) -> str:
 def test_one_run_makes_exactly_five_arm_requests(aci_context: tuple[Context, FakeArm]) -> None:
     ctx, arm = aci_context
     response, initjob = post_json({"variables": {"___Name": "Ada"}})
-    step = decode(initjob.get(), StepMessage)
+    step = decode(initjob.get()[0], StepMessage)
     group = container_group_name(step.run_id, 1)
     put = (DEPLOYMENTS + deployment_name(group)) if ctx.settings.aci.deploy_mode == "templatespec" \
         else group_path(group)  # type: ignore[union-attr]
@@ -78,9 +77,9 @@ def test_one_run_makes_exactly_five_arm_requests(aci_context: tuple[Context, Fak
         Reply("GET", group_path(group) + "/containers/job/logs", 200, {"content": "demo job: Hello, Ada!\n"}),
         Reply("DELETE", group_path(group), 200, group_json(group)),
     ]
-    user_function("dq_init_job")(queue_message(initjob.get()), removeinfra=Output())
-    removal = Output()
-    user_function("stage2")(queue_message(_result_for(step)), initjob=Output(), removeinfra=removal)
+    user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
+    removal = Out()
+    user_function("stage2")(queue_message(_result_for(step)), initjob=Out(), removeinfra=removal)
     user_function("remove_infra")(queue_message(removal.get()[0]))
 
     assert [(s.method, s.url.split("?")[0].rsplit("/", 1)[-1]) for s in arm.seen] == [
@@ -98,13 +97,13 @@ def test_quota_exceeded_is_retried_later_then_fails_the_run(aci_context: tuple[C
     response, initjob = post_json({"variables": {}})
     run_id = response_json(response)["run_id"]
     group = container_group_name(run_id, 1)
-    text = initjob.get()
+    text = initjob.get()[0]
     queue = ctx.storage.queue(INITJOB_QUEUE)
     queue.clear_messages()
     for attempt in range(1, QUOTA_ATTEMPTS + 1):
         arm.script = [Reply("GET", group_path(group), 404, error("ResourceNotFound", "x")),
                       Reply("PUT", DEPLOYMENTS + ".*", 409, error("ContainerGroupQuotaReached", "quota reached"))]
-        user_function("dq_init_job")(queue_message(text), removeinfra=Output())
+        user_function("dq_init_job")(queue_message(text), removeinfra=Out())
         if attempt < QUOTA_ATTEMPTS:
             assert list(queue.receive_messages()) == []  # re-sent, but invisible for a while
             properties = queue.get_queue_properties()
@@ -128,7 +127,7 @@ def test_identity_result_auth_gives_the_container_no_sas(aci_context: tuple[Cont
                                                   CONTAINER_IDENTITY_CLIENT_ID="client-id-1"))
     ctx = Context(settings, executor=aci_context[0].executor)
     _, initjob = post_json({"variables": {}})
-    env = {e["name"]: e for e in build_container_spec(ctx, decode(initjob.get(), StepMessage)).environment}
+    env = {e["name"]: e for e in build_container_spec(ctx, decode(initjob.get()[0], StepMessage)).environment}
     assert "LOADME_RESULT_SAS" not in env
     assert env["LOADME_IDENTITY_CLIENT_ID"] == {"name": "LOADME_IDENTITY_CLIENT_ID", "value": "client-id-1"}
     assert env["LOADME_RESULT_AUTH"]["value"] == "identity"
@@ -141,8 +140,8 @@ def test_rejected_deployment_fails_the_run_with_the_arm_message(aci_context: tup
     group = container_group_name(run_id, 1)
     arm.script = [Reply("GET", group_path(group), 404, error("ResourceNotFound", "x")),
                   Reply("PUT", DEPLOYMENTS + ".*", 400, error("InvalidTemplateDeployment", "image not allowed"))]
-    removals = Output()
-    user_function("dq_init_job")(queue_message(initjob.get()), removeinfra=removals)
+    removals = Out()
+    user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=removals)
     status = response_json(user_function("run_status")(
         http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))
     terminal = next(e for e in status["events"] if e["event"] == "terminal")

@@ -8,13 +8,12 @@ import logging
 
 import pytest
 
-from devhost.host import Output
 from loadme.context import Context
 from loadme.envelope import ResultMessage, StepMessage, decode
 from loadme.errors import EnvelopeError
 from loadme.names import STAGE2_QUEUE, container_group_name, log_blob_name
 from tests.conftest import SECRET_VALUE, wait_until
-from tests.functions import http_request, post_json, queue_message, response_json, user_function
+from tests.functions import Out, http_request, post_json, queue_message, response_json, user_function
 
 EXPECTED_ROWS = ["000-requested", "000-terminal", "001-deploying", "001-logs_archived", "001-removed",
                  "001-result", "001-started"]
@@ -45,13 +44,13 @@ def test_one_run_by_hand_with_every_message_delivered_twice(context: Context) ->
     run_id = body["run_id"]
     assert body["status_url"] == f"http://127.0.0.1:7071/api/runs/{run_id}"
     assert response.headers["Location"] == body["status_url"]
-    step = decode(initjob.get(), StepMessage)
+    step = decode(initjob.get()[0], StepMessage)
     assert step.variables["___Name"] == "Ada" and step.variables["___Greeting"] == "Hello"
     assert step.variables["___RunId"] == run_id and step.variables["___Step"] == "1"
 
-    removals = Output()
+    removals = Out()
     for attempt in (1, 2):  # at-least-once: the same initjob message twice
-        user_function("dq_init_job")(queue_message(initjob.get(), attempt), removeinfra=removals)
+        user_function("dq_init_job")(queue_message(initjob.get()[0], attempt), removeinfra=removals)
     assert removals.get() is None
     group = container_group_name(run_id, 1)
     assert (context.executor.list_owned()[0].name, len(context.executor.list_owned())) == (group, 1)
@@ -61,12 +60,12 @@ def test_one_run_by_hand_with_every_message_delivered_twice(context: Context) ->
     assert result.variables["___Message"] == "Hello, Ada!" and result.exit_code == 0
     assert "___ApiToken" not in result.variables and SECRET_VALUE not in result_text
 
-    initjob_out, removeinfra_out = Output(), Output()
+    initjob_out, removeinfra_out = Out(), Out()
     user_function("stage2")(queue_message(result_text), initjob=initjob_out, removeinfra=removeinfra_out)
     assert initjob_out.get() is None
     [removal_text] = removeinfra_out.get()
-    again = Output()  # the same result redelivered before cleanup: same follow-ups, nothing new
-    user_function("stage2")(queue_message(result_text, 2), initjob=Output(), removeinfra=again)
+    again = Out()  # the same result redelivered before cleanup: same follow-ups, nothing new
+    user_function("stage2")(queue_message(result_text, 2), initjob=Out(), removeinfra=again)
     assert again.get() == [removal_text]
 
     for attempt in (1, 2):
@@ -95,7 +94,7 @@ def _deployed_run(context: Context) -> tuple[str, str]:
     """Start a run and deploy it; returns (run id, the runner's result text)."""
     response, initjob = post_json({"variables": {"___Name": "Bob"}})
     run_id = response_json(response)["run_id"]
-    user_function("dq_init_job")(queue_message(initjob.get()), removeinfra=Output())
+    user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
     return run_id, _receive_result(context)
 
 
@@ -105,27 +104,27 @@ def test_forged_result_is_rejected_and_the_run_unaffected(context: Context, capl
     forged["token"] = "0" * 64
     forged["variables"]["___Message"] = "forged"
     before = _row_keys(context, run_id)
-    outputs = Output(), Output()
+    outputs = Out(), Out()
     with caplog.at_level(logging.WARNING):
         user_function("stage2")(queue_message(json.dumps(forged)), initjob=outputs[0], removeinfra=outputs[1])
     assert "result rejected: wrong result token" in caplog.text
     assert outputs[0].get() is None and outputs[1].get() is None
     assert _row_keys(context, run_id) == before
     # The genuine result still goes through afterwards.
-    removal = Output()
-    user_function("stage2")(queue_message(result_text), initjob=Output(), removeinfra=removal)
+    removal = Out()
+    user_function("stage2")(queue_message(result_text), initjob=Out(), removeinfra=removal)
     assert removal.get() is not None
 
 
 def test_replayed_result_is_rejected_after_cleanup(context: Context, caplog: pytest.LogCaptureFixture) -> None:
     run_id, result_text = _deployed_run(context)
-    removal = Output()
-    user_function("stage2")(queue_message(result_text), initjob=Output(), removeinfra=removal)
+    removal = Out()
+    user_function("stage2")(queue_message(result_text), initjob=Out(), removeinfra=removal)
     user_function("remove_infra")(queue_message(removal.get()[0]))
     before = _row_keys(context, run_id)
-    replay = Output()
+    replay = Out()
     with caplog.at_level(logging.WARNING):
-        user_function("stage2")(queue_message(result_text, message_id="replay"), initjob=Output(), removeinfra=replay)
+        user_function("stage2")(queue_message(result_text, message_id="replay"), initjob=Out(), removeinfra=replay)
     assert "already accepted (replay)" in caplog.text
     assert replay.get() is None
     assert _row_keys(context, run_id) == before
@@ -134,9 +133,9 @@ def test_replayed_result_is_rejected_after_cleanup(context: Context, caplog: pyt
 def test_failed_job_fails_the_run_and_still_removes_it(context: Context) -> None:
     response, initjob = post_json({"variables": {"___DemoExitCode": "3", "___Name": "Eve"}})
     run_id = response_json(response)["run_id"]
-    user_function("dq_init_job")(queue_message(initjob.get()), removeinfra=Output())
-    removal = Output()
-    user_function("stage2")(queue_message(_receive_result(context)), initjob=Output(), removeinfra=removal)
+    user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
+    removal = Out()
+    user_function("stage2")(queue_message(_receive_result(context)), initjob=Out(), removeinfra=removal)
     user_function("remove_infra")(queue_message(removal.get()[0]))
     status = response_json(user_function("run_status")(
         http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))
@@ -150,7 +149,7 @@ def test_failed_job_fails_the_run_and_still_removes_it(context: Context) -> None
 def test_malformed_messages_raise_with_the_reason_logged(
     context: Context, caplog: pytest.LogCaptureFixture, name: str
 ) -> None:
-    outputs = {"dq_init_job": {"removeinfra": Output()}, "stage2": {"initjob": Output(), "removeinfra": Output()},
+    outputs = {"dq_init_job": {"removeinfra": Out()}, "stage2": {"initjob": Out(), "removeinfra": Out()},
                "remove_infra": {}}[name]
     with caplog.at_level(logging.ERROR), pytest.raises(EnvelopeError):
         user_function(name)(queue_message('{"schema": 99}'), **outputs)

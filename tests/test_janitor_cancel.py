@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 from azure.functions.timer import TimerRequest
 
-from devhost.host import Output
 from loadme.context import Context, set_context
 from loadme.deploy import build_container_spec
 from loadme.envelope import RemovalMessage, StepMessage, StepPlan, decode
 from loadme.names import INITJOB_QUEUE, container_group_name, poison_queue
 from loadme.settings import Settings
 from tests.conftest import wait_until
-from tests.functions import http_request, post_json, queue_message, response_json, user_function
+from tests.functions import Out, http_request, post_json, queue_message, response_json, user_function
 from tests.test_functions import _receive_result
 
 
@@ -39,7 +38,7 @@ def ctx(settings_env: dict[str, str]) -> Iterator[Context]:
 def _start_and_deploy(body: dict[str, Any]) -> str:
     response, initjob = post_json(body)
     assert response.status_code == 202, response.get_body()
-    user_function("dq_init_job")(queue_message(initjob.get()), removeinfra=Output())
+    user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
     return str(response_json(response)["run_id"])
 
 
@@ -49,7 +48,7 @@ def _status(run_id: str) -> dict[str, Any]:
 
 
 def _janitor() -> list[RemovalMessage]:
-    out = Output()
+    out = Out()
     user_function("janitor")(TimerRequest(), removeinfra=out)
     return [decode(text, RemovalMessage) for text in out.get() or []]
 
@@ -94,8 +93,8 @@ def test_janitor_fails_a_run_whose_container_died_without_a_result(ctx: Context)
 
 def test_janitor_removes_groups_whose_removal_kept_failing_and_orphans(ctx: Context) -> None:
     run_id = _start_and_deploy({"variables": {}})
-    removal = Output()
-    user_function("stage2")(queue_message(_receive_result(ctx)), initjob=Output(), removeinfra=removal)
+    removal = Out()
+    user_function("stage2")(queue_message(_receive_result(ctx)), initjob=Out(), removeinfra=removal)
     # The removal message is lost to poison: the group stays although the run is over.
     assert _status(run_id)["state"] == "succeeded"
     time.sleep(1.1)
@@ -114,7 +113,7 @@ def test_janitor_removes_groups_whose_removal_kept_failing_and_orphans(ctx: Cont
 def test_poisoned_message_fails_its_run_and_shows_on_the_status_api(ctx: Context) -> None:
     response, initjob = post_json({"variables": {}})
     run_id = response_json(response)["run_id"]
-    ctx.storage.queue(poison_queue(INITJOB_QUEUE)).send_message(initjob.get())
+    ctx.storage.queue(poison_queue(INITJOB_QUEUE)).send_message(initjob.get()[0])
     ctx.storage.raw_queue(poison_queue(INITJOB_QUEUE)).send_message("not even base64 ###")
     _janitor()
     status = _status(run_id)
@@ -140,7 +139,7 @@ def test_janitor_logs_poison_depths(ctx: Context, caplog: pytest.LogCaptureFixtu
 
 
 def _cancel(run_id: str) -> tuple[int, Any, list[str]]:
-    out = Output()
+    out = Out()
     response = user_function("cancel_run")(
         http_request("DELETE", f"runs/{run_id}", route_params={"run_id": run_id}), removeinfra=out)
     return response.status_code, response_json(response), out.get() or []
@@ -166,7 +165,7 @@ def test_result_after_cancel_is_ignored(ctx: Context, caplog: pytest.LogCaptureF
     run_id = _start_and_deploy({"variables": {}})
     result = _receive_result(ctx)
     assert _cancel(run_id)[0] == 202
-    removal, nxt = Output(), Output()
+    removal, nxt = Out(), Out()
     with caplog.at_level(logging.WARNING):
         user_function("stage2")(queue_message(result), initjob=nxt, removeinfra=removal)
     assert "late result ignored: run is already cancelled" in caplog.text
@@ -176,7 +175,7 @@ def test_result_after_cancel_is_ignored(ctx: Context, caplog: pytest.LogCaptureF
 
 def test_cancel_of_a_finished_run_is_409_and_unknown_is_404(ctx: Context) -> None:
     run_id = _start_and_deploy({"variables": {}})
-    user_function("stage2")(queue_message(_receive_result(ctx)), initjob=Output(), removeinfra=Output())
+    user_function("stage2")(queue_message(_receive_result(ctx)), initjob=Out(), removeinfra=Out())
     status, body, _ = _cancel(run_id)
     assert status == 409 and "already succeeded" in body["error"]
     assert _cancel("0" * 32)[0] == 404
@@ -195,7 +194,7 @@ def test_idempotency_key_reused_for_another_request_is_422(ctx: Context) -> None
 
 def test_janitor_times_out_a_step_whose_group_never_appeared(ctx: Context) -> None:
     _, initjob = post_json({"variables": {}, "timeout_seconds": 1})
-    step = decode(initjob.get(), StepMessage)
+    step = decode(initjob.get()[0], StepMessage)
     # As if ARM accepted the deployment and it failed later: journaled, but no group ever exists.
     ctx.journal.record(step.run_id, 1, "deploying", container_group=container_group_name(step.run_id, 1),
                        variables=step.variables, steps=[], created_at=step.created_at, deadline=step.deadline,

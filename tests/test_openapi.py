@@ -10,9 +10,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from devhost.host import Output
 from loadme.context import Context
-from tests.functions import _functions, http_request, post_json, response_json, user_function
+from tests.functions import Out, _functions, http_request, post_json, response_json, user_function
 
 
 def _document() -> dict[str, Any]:
@@ -52,7 +51,7 @@ def test_real_responses_match_the_document(context: Context) -> None:
     status = user_function("run_status")(http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id}))
     _check(document, "RunStatus", response_json(status))
     cancelled = user_function("cancel_run")(
-        http_request("DELETE", f"runs/{run_id}", route_params={"run_id": run_id}), removeinfra=Output())
+        http_request("DELETE", f"runs/{run_id}", route_params={"run_id": run_id}), removeinfra=Out())
     assert cancelled.status_code == 202
     _check(document, "Cancelled", response_json(cancelled))
     _check(document, "ServiceStatus", response_json(user_function("service_status")(http_request("GET", "status"))))

@@ -108,7 +108,10 @@ def test_bad_http_input_gets_4xx_json_errors(stack: Stack) -> None:
         assert response.headers["Content-Type"].startswith("application/json")
         assert message in response.json()["error"]
     assert requests.get(f"{stack.base_url}/runs/{'0' * 32}", timeout=30).status_code == 404
-    assert requests.get(url, timeout=30).status_code == 405
+    # As the Functions host: a method outside the route's list does not match it (404, empty body).
+    for method in ("GET", "TRACE", "PATCH"):
+        response = requests.request(method, url, timeout=30)
+        assert (response.status_code, response.content) == (404, b""), method
 
 
 def test_non_base64_message_goes_to_poison_while_runs_continue(stack: Stack) -> None:
@@ -122,7 +125,7 @@ def test_non_base64_message_goes_to_poison_while_runs_continue(stack: Stack) -> 
 
     wait_until(poisoned, 30, "the bad message in initjob-poison")
     assert stack.wait_for_run(run_id)["state"] == "succeeded"
-    assert "is not valid base64; moving it to initjob-poison" in stack.log_text()
+    assert "Message decoding has failed! Check MessageEncoding settings" in stack.log_text()
 
 
 def test_no_secret_in_messages_journal_logs_or_blobs(stack: Stack) -> None:

@@ -1,0 +1,176 @@
+"""The host's HTTP side: `/api/<route>` requests to the HTTP-triggered function that matches.
+
+Runs on aiohttp's server (its own event loop thread, a listen backlog of 1024, keep-alive), so many
+clients can connect at once. Each request is handed to the host's `dispatch` callable on a thread
+pool (invocations block on the worker), and the function's reply is written back as is.
+
+Routing follows the Functions host (Azure/azure-functions-host, ASP.NET Core routing of the
+`route` in each function's httpTrigger binding under the `api` route prefix): route templates with
+`{name}`, `{name?}` and `{name:constraint}` parameters (constraints other than `int` and `alpha`
+are accepted without checking), matched case-insensitively; a method not in the function's
+`methods` does not match, and a function without `methods` takes every method
+(WebScriptHostHttpRoutesManager). Nothing matching is a 404 with an empty body, a method outside a
+route's list included (no 405: the method is a route constraint). `GET /` is the host's home page
+(HomepageMiddleware: 200 text/html, or 204 with AzureWebJobsDisableHomepage=true).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from aiohttp import web
+
+logger = logging.getLogger("devhost.http")
+ROUTE_PREFIX = "api"
+LISTEN_BACKLOG = 1024
+DISPATCH_THREADS = 64
+_CONSTRAINTS = {"int": r"-?\d+", "alpha": r"[A-Za-z]+"}
+ANY_METHOD = ("*",)
+HOMEPAGE = (b"<!DOCTYPE html><html><head><title>Your Functions 4.0 app is up and running</title></head>"
+            b"<body><h1>Your Functions 4.0 app is up and running</h1></body></html>")
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One HTTP-triggered function: its route template and methods."""
+
+    function: Any
+    template: str
+    methods: tuple[str, ...]
+    pattern: re.Pattern[str] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", route_pattern(self.template))
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    """What the host passes to a function from an HTTP request."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    route_params: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """What goes back to the client."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def route_pattern(template: str) -> re.Pattern[str]:
+    """`runs/{run_id}` -> a regex with a named group per parameter."""
+    regex = ""
+    for part in re.split(r"(\{[^}]+\})", template.strip("/")):
+        if not part.startswith("{"):
+            regex += re.escape(part)
+            continue
+        name, _, constraint = part[1:-1].partition(":")
+        optional = name.endswith("?") or constraint.endswith("?")
+        name, constraint = name.rstrip("?"), constraint.rstrip("?")
+        group = f"(?P<{name}>{_CONSTRAINTS.get(constraint, '[^/]+')})"
+        if optional and regex.endswith("/"):
+            regex = regex[:-1] + f"(?:/{group})?"
+        else:
+            regex += group + ("?" if optional else "")
+    return re.compile(f"^{regex}$", re.IGNORECASE)
+
+
+def unmatched() -> HttpReply:
+    """The host's answer to a request no function's route and methods match: 404, empty body."""
+    return HttpReply(404, {}, b"")
+
+
+def _joined(pairs: Any, drop_empty: bool) -> dict[str, str]:
+    """A multi-valued map as the host passes it: repeated values comma-joined (StringValues.ToString)."""
+    joined: dict[str, list[str]] = {}
+    for key, value in pairs:
+        if drop_empty and value == "":
+            continue
+        joined.setdefault(key, []).append(value)
+    return {key: ",".join(values) for key, values in joined.items()}
+
+
+class HttpFront:
+    """Serves `routes` on 127.0.0.1:`port` until `stop()`."""
+
+    def __init__(self, routes: list[HttpRoute], dispatch: Callable[[HttpRoute, IncomingRequest], HttpReply],
+                 port: int, homepage: bool = True) -> None:
+        self.routes = routes
+        self.port = port
+        self.homepage = homepage
+        self._dispatch = dispatch
+        self._pool = ThreadPoolExecutor(DISPATCH_THREADS, thread_name_prefix="http")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="http-front", daemon=True)
+        self._runner: web.ServerRunner | None = None
+
+    def start(self) -> None:
+        """Listen; returns once the socket accepts connections. Raises OSError if the port is taken."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=30)
+
+    async def _serve(self) -> None:
+        server = web.Server(self._handle)
+        self._runner = web.ServerRunner(server, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=LISTEN_BACKLOG, reuse_address=True)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])  # the bound port, when 0 asked for any
+
+    def stop(self) -> None:
+        """Stop listening, finish requests in flight, and stop the loop."""
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._pool.shutdown(wait=True)
+
+    def match(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
+        """The function for a request, with its route parameters; None when nothing matches."""
+        prefix = f"/{ROUTE_PREFIX}/"
+        if not path.lower().startswith(prefix):
+            return None
+        rest = path[len(prefix):]
+        for route in self.routes:
+            found = route.pattern.match(rest)
+            if found and (route.methods == ANY_METHOD or method.upper() in route.methods):
+                return route, {k: v for k, v in found.groupdict().items() if v is not None}
+        return None
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read() if (request.content_length or 0) > 0 else b""
+        target = self.match(request.method, request.path)
+        if target is None:
+            reply = unmatched()
+            if request.path == "/" and request.method == "GET":
+                reply = HttpReply(200, {"Content-Type": "text/html"}, HOMEPAGE) if self.homepage \
+                    else HttpReply(204, {}, b"")
+        else:
+            route, params = target
+            incoming = IncomingRequest(
+                method=request.method, url=str(request.url),
+                headers=_joined(request.headers.items(), drop_empty=False),
+                query=_joined(parse_qsl(urlsplit(str(request.url)).query, keep_blank_values=True), drop_empty=True),
+                route_params=params, body=body,
+            )
+            reply = await asyncio.get_running_loop().run_in_executor(self._pool, self._dispatch, route, incoming)
+        response = web.Response(status=reply.status, body=reply.body)
+        for name, value in reply.headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding"):
+                response.headers[name] = value
+        return response
