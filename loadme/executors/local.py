@@ -4,10 +4,13 @@ The process runs the container's own runner (`container/runner.py`) from the `co
 folder, the image's working directory, with exactly the environment the ACI env generator built,
 plus PATH and PYTHONPATH, which the image sets itself. Each group has a folder under `root`:
 `spec.json` (no environment values), `pid`, `output.log` and, once the process ends, `exit_code`.
-Creating that folder is the atomic claim that makes `deploy` idempotent.
 
-Run as `python -m loadme.executors.local FOLDER -- ARGV...` it is the supervisor that records
-the exit code, so the state survives a restart of the host that started it.
+Run as `python -m loadme.executors.local ROOT SPEC_JSON -- ARGV...` it is the supervisor, a
+process group of its own that outlives whoever started it (as an ACI container outlives the app
+that created it). The supervisor itself claims the group by creating its folder (atomic, so
+`deploy` is idempotent), records spec, pid and a line in the starts ledger, tells `deploy`
+`started` or `exists`, then runs the runner and records its exit code. Claim and start happen in
+one process, so a claimed group is always a started one, even when the caller dies in between.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loadme.aci_env import as_process_environment
+from loadme.container_env import as_process_environment
+from loadme.errors import TransientError
 from loadme.executors.base import ContainerSpec, ContainerStatus, OwnedGroup
 
 logger = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ CONTAINER_DIR = REPO_ROOT / "container"
 RUNNER = CONTAINER_DIR / "runner.py"
 STOP_GRACE_SECONDS = 5.0
 STARTS_LEDGER = "starts.log"
+STARTED, EXISTS = "started", "exists"
 
 
 class LocalExecutor:
@@ -55,34 +60,30 @@ class LocalExecutor:
         return env
 
     def deploy(self, spec: ContainerSpec) -> bool:
-        """Start the runner for `spec`; False if this group was already started."""
+        """Start the runner for `spec`; False if this group was already started.
+
+        Raises TransientError when the supervisor could not start (the host retries).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        folder = self._folder(spec.name)
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            return False
         record = {
             "name": spec.name, "run_id": spec.run_id, "step": spec.step,
             "deadline": spec.deadline, "image": spec.image, "command": list(spec.command),
         }
-        (folder / "spec.json").write_text(json.dumps(record))
-        argv = [sys.executable, "-m", "loadme.executors.local", str(folder), "--",
+        argv = [sys.executable, "-m", "loadme.executors.local", str(self.root), json.dumps(record), "--",
                 sys.executable, str(RUNNER), *spec.command]
         process = subprocess.Popen(
-            argv,
-            env=self.process_environment(spec),
-            cwd=CONTAINER_DIR,
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            argv, env=self.process_environment(spec), cwd=CONTAINER_DIR, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
-        (folder / "pid").write_text(str(process.pid))
-        with open(self.root / STARTS_LEDGER, "a") as ledger:  # append-only: one line per real start
-            ledger.write(f"{spec.name} {process.pid}\n")
-        # Reap the supervisor when it exits so it never lingers as a zombie of the host.
+        assert process.stdout is not None
+        with process.stdout:
+            answer = process.stdout.readline().decode().strip()
+        # Reap the supervisor when it exits so it never lingers as a zombie of this process.
         threading.Thread(target=process.wait, daemon=True).start()
+        if answer == EXISTS:
+            return False
+        if answer != STARTED:
+            raise TransientError(f"local container {spec.name}: the supervisor exited before starting it")
         logger.info("started local container %s (pid %d)", spec.name, process.pid,
                     extra={"run_id": spec.run_id, "step": spec.step})
         return True
@@ -132,7 +133,7 @@ class LocalExecutor:
         stopped = 0
         for group in self.list_owned():
             pid = _read_pid(self._folder(group.name))
-            if pid is not None and _group_alive(pid):
+            if pid is not None and group_alive(pid):
                 _stop_group(pid)
                 stopped += 1
         return stopped
@@ -189,12 +190,13 @@ def _stop_group(pid: int) -> None:
             return
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while time.monotonic() < deadline:
-            if not _group_alive(pid):
+            if not group_alive(pid):
                 return
             time.sleep(0.05)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """True while a process of group `pgid` runs (zombies, dead but not yet reaped, do not count)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -205,6 +207,22 @@ def _group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+def _claim(root: Path, record: dict[str, object]) -> Path | None:
+    """Create the group's folder and record this supervisor in it; None if it was already claimed."""
+    folder = root / str(record["name"])
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return None
+    for name, text in (("spec.json", json.dumps(record)), ("pid", str(os.getpid()))):
+        tmp = folder / f"{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / name)
+    with open(root / STARTS_LEDGER, "a") as ledger:  # append-only: one line per real start
+        ledger.write(f"{record['name']} {os.getpid()}\n")
+    return folder
 
 
 def _supervise(folder: Path, argv: list[str]) -> int:
@@ -220,9 +238,18 @@ def _supervise(folder: Path, argv: list[str]) -> int:
     return code
 
 
-if __name__ == "__main__":
-    _folder_arg, _sep, *_argv = sys.argv[1:]
+def _main(argv: list[str]) -> int:
+    root, record, _separator, *command = argv
+    folder = _claim(Path(root), json.loads(record))
+    print(STARTED if folder else EXISTS, flush=True)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the caller stops reading here
+    if folder is None:
+        return 0
     try:
-        sys.exit(_supervise(Path(_folder_arg), _argv))
+        return _supervise(folder, command)
     except FileNotFoundError:
-        sys.exit(0)  # the folder was removed: the group was deleted while it ran
+        return 0  # the folder was removed: the group was deleted while it ran
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
