@@ -27,7 +27,7 @@ ACR = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mgmt/
 def _executor(script: list[Reply], mode: str = "templatespec", registry_auth: str = "identity") -> tuple[
         AciExecutor, FakeArm]:
     arm = FakeArm(script)
-    options: dict[str, Any] = {"transport": arm, "retry_total": SDK_RETRIES, "retry_backoff_factor": 0}
+    options: dict[str, Any] = arm.client_options(SDK_RETRIES)
     credential = FakeCredential()
     aci = _aci(registry_auth)
     aci = type(aci)(**{**aci.__dict__, "deploy_mode": mode, "template_spec_version_id": TS_ID,
@@ -151,14 +151,22 @@ def test_persistent_5xx_becomes_transient_for_the_host_to_retry() -> None:
 @pytest.mark.parametrize(("status", "code", "message", "raised"), [
     (409, "ContainerGroupQuotaReached", "Resource type quota exceeded", QuotaExceeded),
     (400, "InvalidTemplate", "Deployment template validation failed: 'cpu'", DeployRejected),
+    # Only DeploymentActive means "already deploying": any other conflict is ARM refusing for good.
+    (409, "MissingSubscriptionRegistration",
+     "The subscription is not registered to use namespace 'Microsoft.ContainerInstance'", DeployRejected),
+    (409, "Conflict", "The resource is in a state that does not allow this operation", DeployRejected),
 ])
 def test_deployment_errors_map_to_what_the_caller_acts_on(
     mode: str, status: int, code: str, message: str, raised: type[Exception]
 ) -> None:
     spec = _spec()
     put_path = DEPLOYMENTS + ".*" if mode == "templatespec" else group_path(spec.name)
+    # On MissingSubscriptionRegistration the SDK first tries to register the provider itself
+    # (ARMAutoResourceProviderRegistrationPolicy); the app's identity may not: 403, original error.
+    register = Reply("POST", f"/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/register", 403,
+                     error("AuthorizationFailed", "no permission to register"))
     executor, _ = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
-                             Reply("PUT", put_path, status, error(code, message))], mode)
+                             Reply("PUT", put_path, status, error(code, message)), register], mode)
     with pytest.raises(raised) as err:
         executor.deploy(spec)
     assert str(err.value) == f"{code}: {message}"

@@ -8,7 +8,9 @@ the invocation returns; completion comes from the container's own result message
 
 Who retries what: the SDK's retry policy is limited to `SDK_RETRIES` quick attempts on 408, 429
 and 5xx; when they are spent the error becomes TransientError and the Functions host retries the
-message. Quota errors become QuotaExceeded; a 400 at deployment becomes DeployRejected.
+message. Quota errors become QuotaExceeded; 409 DeploymentActive means the same deployment is
+already running (nothing to do); any other 400 or 409 at deployment (an invalid template, a
+resource provider the subscription has not registered) becomes DeployRejected.
 The management SDKs are imported lazily: the HTTP functions never pay for them.
 """
 
@@ -184,15 +186,16 @@ class AciExecutor:
                 raise QuotaExceeded(f"{code}: {message}") from exc
             if status in (408, 429) or status >= 500:
                 raise TransientError(f"ACI answered {status} {code}: {message}") from exc
-            if deploying and status == 409:
+            if deploying and status == 409 and code == "DeploymentActive":
                 raise _AlreadyDeploying() from exc
-            if deploying and status == 400:
+            if deploying and status in (400, 409):
                 raise DeployRejected(f"{code}: {message}") from exc
             raise
 
 
 class _AlreadyDeploying(Exception):
-    """ARM refused a second deployment of the same name while the first runs: nothing to do."""
+    """ARM refused a second deployment of the same name while the first runs (409 DeploymentActive,
+    the only conflict that means this): nothing to do."""
 
 
 def _error_code(exc: Any) -> str:
