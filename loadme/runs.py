@@ -64,13 +64,8 @@ def start_run(ctx: Context, request: StartRequest, trigger: str, run_id: str | N
     when the run's variables would not fit a message.
     """
     fingerprint = request_fingerprint(request)
-    if run_id is not None:
-        existing = ctx.journal.get(run_id, 0, j.REQUESTED)
-        if existing is not None:
-            if existing.details.get("fingerprint") != fingerprint:
-                raise RequestError(422, "Idempotency-Key was already used for a different request")
-            logger.info("run already exists; not starting it again", extra={"run_id": run_id})
-            return Started(run_id, None)
+    if run_id is not None and (existing := _existing_run(ctx, run_id, fingerprint)) is not None:
+        return existing
     run_id = run_id or new_run_id()
     now = ctx.clock()
     created_at = now.isoformat()
@@ -85,13 +80,29 @@ def start_run(ctx: Context, request: StartRequest, trigger: str, run_id: str | N
         run_id=run_id, step=1, attempt=1, created_at=created_at, deadline=deadline,
         variables=variables, steps=request.steps, trigger=trigger,
     )
-    ctx.journal.record(
+    recorded = ctx.journal.record(
         run_id, 0, j.REQUESTED, trigger=trigger, variables=variables, deadline=deadline, fingerprint=fingerprint,
         steps=[{"image": s.image, "command": list(s.command)} for s in request.steps],
     )
+    if not recorded:  # a concurrent request with the same idempotency key recorded it first
+        existing = _existing_run(ctx, run_id, fingerprint)
+        assert existing is not None
+        return existing
     logger.info("run requested by %s with %d step(s)", trigger, len(request.steps),
                 extra={"run_id": run_id, "step": 1})
     return Started(run_id, message)
+
+
+def _existing_run(ctx: Context, run_id: str, fingerprint: str) -> Started | None:
+    """The run an idempotency key already started, or None. Raises RequestError (422) when it was
+    started by a different request."""
+    existing = ctx.journal.get(run_id, 0, j.REQUESTED)
+    if existing is None:
+        return None
+    if existing.details.get("fingerprint") != fingerprint:
+        raise RequestError(422, "Idempotency-Key was already used for a different request")
+    logger.info("run already exists; not starting it again", extra={"run_id": run_id})
+    return Started(run_id, None)
 
 
 def run_status(ctx: Context, run_id: str) -> dict[str, Any] | None:

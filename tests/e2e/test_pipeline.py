@@ -7,6 +7,8 @@ idempotent at every stage: one container per step, no duplicate journal rows.
 from __future__ import annotations
 
 import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -149,3 +151,26 @@ def test_no_secret_in_messages_journal_logs_or_blobs(stack: Stack) -> None:
     for place, text in places.items():
         for secret in (SECRET_VALUE, RESULT_KEY, "sig="):
             assert secret not in text, f"{secret!r} leaked into {place}"
+
+
+def test_a_hundred_concurrent_requests_are_all_answered(stack: Stack) -> None:
+    """100 clients at once (http.server's backlog of 5 used to reset some). Ten idempotency keys,
+    ten requests each, racing: every request gets a 202 naming its key's one run."""
+    keys = [f"burst-{uuid.uuid4().hex[:8]}-{i}" for i in range(10)]
+
+    def post(index: int) -> tuple[str, int, str]:
+        key = keys[index % len(keys)]
+        response = stack.post_run({"variables": {"___Name": key}}, headers={"Idempotency-Key": key})
+        return key, response.status_code, response.json().get("run_id", "")
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        answers = list(pool.map(post, range(100)))
+    assert [status for _, status, _ in answers] == [202] * 100
+    runs: dict[str, set[str]] = {}
+    for key, _, run_id in answers:
+        runs.setdefault(key, set()).add(run_id)
+    assert all(len(ids) == 1 for ids in runs.values()), runs
+    for (run_id,) in runs.values():
+        status = stack.wait_for_run(run_id, timeout=120)
+        assert status["state"] == "succeeded"
+        assert stack.starts().count(container_group_name(run_id, 1)) == 1
