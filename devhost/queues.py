@@ -5,8 +5,9 @@ sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Queues, files under src/ 
 src/Shared/Queues), rule by rule:
 - polling (QueueListener.CreateDelayWithNotificationTask, RandomizedExponentialBackoffStrategy,
   QueuePollingIntervals): the first poll is immediate; after a poll that found messages there is no
-  delay; after an empty one the delay is 100 ms + rand(0.8..1.2) x 2^(k-1) x 100 ms, growing with
-  each empty poll up to `maxPollingInterval`, and back to 100 ms once a message was found. A message
+  delay; after empty ones the delays are 100 ms, then 100 ms + rand(0.8..1.2) x 2^(k-1) x 100 ms
+  (about 200, 300, 500, 900 ms...) up to `maxPollingInterval`, and 100 ms again once a message was
+  found. A message
   this host adds to the queue ends the wait at once (SharedQueueWatcher.Notify). A missing queue is
   an empty poll; the listener does not create it;
 - batches (QueuesOptions.NewBatchThreshold, QueueListener.WaitForNewBatchThreshold): take up to
@@ -52,7 +53,7 @@ class Backoff:
     def __init__(self, maximum: float, rnd: random.Random | None = None) -> None:
         self.maximum = maximum
         self._current = MIN_POLLING_SECONDS
-        self._exponent = 1
+        self._exponent = 0
         self._random = rnd or random.Random()
 
     def next_delay(self, found_messages: bool) -> float:
@@ -60,8 +61,10 @@ class Backoff:
         if found_messages:
             self._current, self._exponent = MIN_POLLING_SECONDS, 1
         elif self._current != self.maximum:
-            factor = self._random.uniform(1 - RANDOMIZATION, 1 + RANDOMIZATION)
-            interval = MIN_POLLING_SECONDS + factor * 2 ** (self._exponent - 1) * MIN_POLLING_SECONDS
+            interval = MIN_POLLING_SECONDS
+            if self._exponent > 0:
+                factor = self._random.uniform(1 - RANDOMIZATION, 1 + RANDOMIZATION)
+                interval += factor * 2 ** (self._exponent - 1) * MIN_POLLING_SECONDS
             if interval < self.maximum:
                 self._current, self._exponent = interval, self._exponent + 1
             else:

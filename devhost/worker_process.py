@@ -116,9 +116,21 @@ class Dispatcher:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+def _die_with_the_host() -> None:
+    """Linux: end this process when the host process dies, as the worker dies with the host in Azure
+    (a killed host takes its worker with it; the worker must not go on running invocations)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def main(argv: list[str]) -> int:
     level = os.environ.get("DEVHOST_WORKER_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
+    _die_with_the_host()
     sock = socket.socket(fileno=int(argv[0]))
     sys.path.insert(0, os.getcwd())  # the host starts the worker in the app's root, which must import
     loop = asyncio.new_event_loop()

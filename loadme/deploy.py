@@ -7,12 +7,12 @@ from dataclasses import replace
 from datetime import timedelta
 
 from loadme import journal as j
-from loadme.aci_env import RunnerControls, aci_environment
+from loadme.container_env import RunnerControls, container_environment
 from loadme.context import Context
 from loadme.envelope import RemovalMessage, StepMessage, parse_time
 from loadme.errors import DeployRejected, QuotaExceeded
 from loadme.executors import ContainerSpec
-from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name
+from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name, log_blob_name
 from loadme.tokens import result_token
 
 logger = logging.getLogger(__name__)
@@ -28,16 +28,21 @@ SAS_GRACE = timedelta(minutes=15)
 def build_container_spec(ctx: Context, msg: StepMessage) -> ContainerSpec:
     """The container group for a step: its variables, secrets and the runner's controls."""
     settings = ctx.settings
-    sas = ""
+    blob = log_blob_name(msg.run_id, msg.step)
+    sas = log_sas = ""
     if settings.result_auth == "sas":
         start = ctx.clock() - timedelta(minutes=5)  # clock skew between us and the storage service
-        sas = ctx.storage.add_only_sas(STAGE2_QUEUE, start, parse_time(msg.deadline) + SAS_GRACE)
+        expiry = parse_time(msg.deadline) + SAS_GRACE
+        sas = ctx.storage.add_only_sas(STAGE2_QUEUE, start, expiry)
+        log_sas = ctx.storage.log_write_sas(blob, start, expiry)
     controls = RunnerControls(
         prefix=settings.variable_prefix,
         result_url=ctx.storage.queue_messages_url(STAGE2_QUEUE),
         result_auth=settings.result_auth,
         token=result_token(settings.result_key, msg.run_id, msg.step),
+        log_url=ctx.storage.log_blob_url(blob),
         sas=sas,
+        log_sas=log_sas,
         identity_client_id=settings.aci.identity_client_id if settings.aci else "",
     )
     plan = msg.plan
@@ -48,7 +53,7 @@ def build_container_spec(ctx: Context, msg: StepMessage) -> ContainerSpec:
         deadline=msg.deadline,
         image=plan.image,
         command=plan.command,
-        environment=tuple(aci_environment(msg.variables, settings.secret_variables, controls)),
+        environment=tuple(container_environment(msg.variables, settings.secret_variables, controls)),
     )
 
 

@@ -81,6 +81,7 @@ class ResultMessage(Message):
     exit_code: int = 0
     log_tail: str = ""
     finished_at: str = ""
+    log_uploaded: bool = False  # the runner put its whole log in the logs container itself
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def decode[M: Message](text: str | bytes, expected: type[M]) -> M:
     if kind != expected.KIND:
         raise EnvelopeError(f"message kind {kind!r} where {expected.KIND!r} was expected")
     names = {f.name for f in fields(expected)}
-    missing = sorted(names - data.keys())
+    missing = sorted(names - data.keys() - _ADDED_FIELDS)
     extra = sorted(data.keys() - names)
     if missing or extra:
         raise EnvelopeError(f"{kind} message fields: missing {missing}, unexpected {extra}")
@@ -150,8 +151,10 @@ def decode_queue_text[M: Message](text: str, expected: type[M]) -> M:
 _SCALARS: dict[str, type] = {
     "run_id": str, "step": int, "attempt": int, "created_at": str, "deadline": str,
     "trigger": str, "token": str, "exit_code": int, "log_tail": str, "finished_at": str,
-    "container_group": str, "reason": str,
+    "container_group": str, "reason": str, "log_uploaded": bool,
 }
+# Fields added after schema 1 was first shipped: a message from an older runner may lack them.
+_ADDED_FIELDS = frozenset({"log_uploaded"})
 
 
 def _check_types(cls: type[Message], data: dict[str, Any]) -> None:

@@ -67,7 +67,7 @@ def accept_result(ctx: Context, msg: ResultMessage) -> FollowUps:
     exit_code = msg.exit_code if not reason else (msg.exit_code or 1)
     journal.record(
         msg.run_id, msg.step, j.RESULT, exit_code=exit_code, variables=merged, ignored=ignored,
-        digest=digest, finished_at=msg.finished_at, log_tail=tail, reason=reason,
+        digest=digest, finished_at=msg.finished_at, log_tail=tail, reason=reason, log_uploaded=msg.log_uploaded,
     )
     accepted = journal.get(msg.run_id, msg.step, j.RESULT)
     assert accepted is not None

@@ -125,6 +125,25 @@ class StorageClients:
             permission=QueueSasPermissions(add=True), start=start, expiry=expiry,
         )
 
+    def log_blob_url(self, blob: str) -> str:
+        """The REST URL of a blob in the logs container (where a runner uploads its log)."""
+        return f"{self._endpoint('blob')}/{self._settings.logs_container}/{blob}"
+
+    def log_write_sas(self, blob: str, start: datetime, expiry: datetime) -> str:
+        """A SAS that may only create or overwrite the one blob `blob` in the logs container.
+
+        Raises ValueError when the account has no key (identity-based connection).
+        """
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        key = self._conn.get("AccountKey")
+        if not key:
+            raise ValueError("a blob SAS needs the account key; use RESULT_AUTH=identity")
+        return generate_blob_sas(
+            self.account_name, self._settings.logs_container, blob, account_key=key,
+            permission=BlobSasPermissions(create=True, write=True), start=start, expiry=expiry,
+        )
+
     def ensure_resources(self, queues: list[str]) -> None:
         """Create the queues, the journal table and the logs container if they are missing."""
         from azure.core.exceptions import ResourceExistsError

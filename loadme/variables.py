@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
+from loadme.contract import RESERVED_SUFFIXES
 from loadme.errors import VariableError
 
 DEFAULT_PREFIX = "___"
@@ -20,7 +21,6 @@ DEFAULT_PREFIX = "___"
 # and a 4 KiB log tail, and fits one Table storage string property (32 Ki UTF-16 chars).
 MAX_VARIABLES_BYTES = 30_000
 MAX_NAME_LENGTH = 128
-RESERVED_SUFFIXES = ("RunId", "Step", "ContainerGroup", "Image", "CreatedAt", "Deadline", "Trigger")
 
 
 def variables_size(variables: Mapping[str, str]) -> int:
@@ -109,27 +109,6 @@ class VariableFactory:
             merged[name] = value
         self.check_size(merged)
         return merged, ignored
-
-
-def parse_output_lines(text: str) -> tuple[dict[str, str], list[str]]:
-    """Parse a job's output file of `NAME=value` lines (later lines win).
-
-    Returns the variables and the lines that could not be parsed (blank lines are skipped).
-    """
-    found: dict[str, str] = {}
-    bad: list[str] = []
-    # Only \n ends a line (and a \r before it): str.splitlines() would also split on \x0b, \x85,
-    # \u2028 and others, which are legitimate inside values.
-    for line in text.split("\n"):
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        name, sep, value = line.partition("=")
-        if not sep or not name.strip():
-            bad.append(line)
-            continue
-        found[name.strip()] = value
-    return found, bad
 
 
 REDACTED = "***"

@@ -1,5 +1,16 @@
-"""A fake ARM endpoint as an azure-core transport: the real SDK clients send real HTTP requests
-to it, it records them and answers from a script, and fails loudly on a request it did not expect."""
+"""Fake ARM endpoints behind the real SDK clients, on public APIs only.
+
+The clients get azure-core's own `RequestsTransport` with a `requests.Session` whose adapter for
+https://management.azure.com answers in-process (`requests.adapters.BaseAdapter`): the SDK builds
+and sends real HTTP requests and parses real responses; nothing reaches the network.
+
+- `FakeArm`: answers from a script of replies, in order of match, and fails loudly on a request it
+  did not expect (exact request sequences).
+- `FakeAci`: a small stateful ACI: groups created by PUT (direct or through a template-spec
+  deployment), a container that runs for a while and ends, an instance view that lags behind the
+  container by `instance_view_lag` seconds (as ACI's does), logs, delete, list, quotas. Time is an
+  injected clock.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +18,16 @@ import io
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
 from azure.core.credentials import AccessToken, AccessTokenInfo
-from azure.core.pipeline._tools import handle_non_stream_rest_response as _handle_non_stream_rest_response
-from azure.core.pipeline._tools import is_rest as _is_rest
-from azure.core.pipeline.transport import HttpTransport, RequestsTransportResponse
-from azure.core.rest._requests_basic import RestRequestsTransportResponse
+from azure.core.pipeline.transport import RequestsTransport
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
 
 SUB = "00000000-0000-0000-0000-000000000000"
 RG = "loadme-runs"
@@ -34,6 +46,69 @@ class FakeCredential:
 
 
 @dataclass
+class Seen:
+    """One request the fake received."""
+
+    method: str
+    url: str
+    body: Any
+
+    @property
+    def path(self) -> str:
+        return self.url.split("?")[0][len(ARM):]
+
+
+class _Body(io.BytesIO):
+    """A response body in the place urllib3's would be (`requests.Response.raw`)."""
+
+    enforce_content_length = False
+
+
+class _Adapter(BaseAdapter):  # type: ignore[misc]
+    def __init__(self, answer: Callable[[str, str, Any], tuple[int, Any, dict[str, str]]], seen: list[Seen]) -> None:
+        super().__init__()
+        self._answer = answer
+        self._seen = seen
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        raw = request.body
+        body = json.loads(raw) if raw else None
+        assert request.method is not None and request.url is not None
+        self._seen.append(Seen(request.method, request.url, body))
+        status, payload, headers = self._answer(request.method, request.url.split("?")[0][len(ARM):], body)
+        response = requests.Response()
+        response.status_code = status
+        content = b"" if payload is None else json.dumps(payload).encode()
+        response.raw = _Body(content)
+        response.headers = CaseInsensitiveDict({"Content-Type": "application/json", "x-ms-request-id": "fake",
+                                                **headers})
+        response.url = request.url
+        response.request = request
+        response.encoding = "utf-8"
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeEndpoint:
+    """Shared plumbing: `transport` for the SDK clients, `seen` for the requests they sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        session = requests.Session()
+        session.mount(ARM, _Adapter(self._answer, self.seen))
+        self.transport = RequestsTransport(session=session, session_owner=False)
+
+    def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+        raise NotImplementedError
+
+    def client_options(self, retries: int) -> dict[str, Any]:
+        """Options for an SDK client: this transport, `retries` quick retries, no back-off sleep."""
+        return {"transport": self.transport, "retry_total": retries, "retry_backoff_factor": 0}
+
+
+@dataclass
 class Reply:
     """One scripted answer: for the first request matching method and path regex."""
 
@@ -44,58 +119,19 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class Seen:
-    method: str
-    url: str
-    body: Any
-
-
-class FakeArm(HttpTransport):  # type: ignore[misc]
-    """Answers from `script`, in order of match; records every request in `seen`."""
+class FakeArm(_FakeEndpoint):
+    """Answers from `script`, in order of match; fails loudly on an unexpected request."""
 
     def __init__(self, script: list[Reply]) -> None:
+        super().__init__()
         self.script = list(script)
-        self.seen: list[Seen] = []
 
-    def send(self, request: Any, **kwargs: Any) -> Any:
-        raw = request.body if hasattr(request, "body") else request.content
-        body = json.loads(raw) if raw else None
-        self.seen.append(Seen(request.method, request.url, body))
-        path = request.url.split("?")[0][len(ARM):]
+    def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
         for index, reply in enumerate(self.script):
-            if reply.method == request.method and re.fullmatch(reply.path, path, re.IGNORECASE):
+            if reply.method == method and re.fullmatch(reply.path, path, re.IGNORECASE):
                 del self.script[index]
-                return _response(request, reply)
-        raise AssertionError(f"unexpected ARM request {request.method} {request.url}")
-
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> FakeArm:
-        return self
-
-    def __exit__(self, *args: Any) -> None:
-        pass
-
-
-def _response(request: Any, reply: Reply) -> Any:
-    """A transport response of the kind the client's pipeline expects (legacy or azure.core.rest)."""
-    response = requests.Response()
-    response.status_code = reply.status
-    response._content = b"" if reply.body is None else json.dumps(reply.body).encode()
-    response.headers.update({"Content-Type": "application/json", "x-ms-request-id": "fake", **reply.headers})
-    response.url = request.url
-    response.encoding = "utf-8"
-    response.raw = io.BytesIO(response._content)
-    if _is_rest(request):
-        rest = RestRequestsTransportResponse(request=request, internal_response=response)
-        _handle_non_stream_rest_response(rest)
-        return rest
-    return RequestsTransportResponse(request, response)
+                return reply.status, reply.body, reply.headers
+        raise AssertionError(f"unexpected ARM request {method} {path}")
 
 
 def group_path(name: str) -> str:
@@ -108,13 +144,14 @@ def error(code: str, message: str) -> dict[str, Any]:
 
 def group_json(name: str, state: str | None = None, exit_code: int | None = None,
                provisioning: str = "Succeeded", tags: dict[str, str] | None = None,
-               events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+               events: list[dict[str, Any]] | None = None, finished: datetime | None = None) -> dict[str, Any]:
     """A container group as ACI returns it."""
     current: dict[str, Any] = {}
     if state:
         current = {"state": state, "detailStatus": "Completed" if state == "Terminated" else ""}
         if exit_code is not None:
-            current.update(exitCode=exit_code, finishTime="2026-11-25T03:00:00Z")
+            current.update(exitCode=exit_code,
+                           finishTime=(finished or datetime(2026, 11, 25, 3, tzinfo=UTC)).isoformat())
     return {
         "id": group_path(name), "name": name, "type": "Microsoft.ContainerInstance/containerGroups",
         "location": "westeurope", "tags": tags or {},
@@ -126,3 +163,73 @@ def group_json(name: str, state: str | None = None, exit_code: int | None = None
                 "instanceView": {"currentState": current, "events": events or []}}}],
         },
     }
+
+
+@dataclass
+class SimulatedGroup:
+    """A container group in FakeAci: its container started at `started` and ends at `ends`."""
+
+    name: str
+    tags: dict[str, str]
+    started: datetime
+    ends: datetime | None = None
+    exit_code: int = 0
+    log: str = ""
+
+
+class FakeAci(_FakeEndpoint):
+    """A stateful ACI in one resource group, on an injected clock (see module docstring)."""
+
+    _GROUP = re.compile(rf"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft\.ContainerInstance/"
+                        r"containerGroups/(?P<name>[^/]+)(?P<logs>/containers/job/logs)?", re.IGNORECASE)
+    _LIST = re.compile(rf"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft\.ContainerInstance/"
+                       r"containerGroups", re.IGNORECASE)
+    _DEPLOYMENT = re.compile(rf"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft\.Resources/"
+                             r"deployments/(?P<name>[^/]+)", re.IGNORECASE)
+
+    def __init__(self, clock: Callable[[], datetime], instance_view_lag: float = 30.0,
+                 max_groups: int = 100) -> None:
+        super().__init__()
+        self.clock = clock
+        self.lag = timedelta(seconds=instance_view_lag)
+        self.max_groups = max_groups
+        self.groups: dict[str, SimulatedGroup] = {}
+
+    def finish(self, name: str, exit_code: int, log: str = "") -> None:
+        """The group's container ends now (its instance view will say so `lag` later)."""
+        group = self.groups[name]
+        group.ends, group.exit_code, group.log = self.clock(), exit_code, log
+
+    def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+        if (match := self._DEPLOYMENT.fullmatch(path)) and method == "PUT":
+            parameters = {k: v["value"] for k, v in body["properties"]["parameters"].items()}
+            return self._create(parameters["containerGroupName"], parameters["tags"])
+        if (match := self._GROUP.fullmatch(path)) is not None:
+            name, group = match["name"], self.groups.get(match["name"])
+            if method == "PUT":
+                return self._create(name, body.get("tags") or {})
+            if group is None:
+                return 404, error("ResourceNotFound", f"container group {name} not found"), {}
+            if method == "GET" and match["logs"]:
+                return 200, {"content": group.log}, {}
+            if method == "GET":
+                return 200, self._view(group), {}
+            if method == "DELETE":
+                del self.groups[name]
+                return 200, self._view(group), {}
+        if self._LIST.fullmatch(path) and method == "GET":
+            return 200, {"value": [self._view(g) for g in self.groups.values()]}, {}
+        raise AssertionError(f"FakeAci does not handle {method} {path}")
+
+    def _create(self, name: str, tags: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        if name not in self.groups and len(self.groups) >= self.max_groups:
+            return 409, error("ContainerGroupQuotaReached", "the container group quota is reached"), {}
+        self.groups.setdefault(name, SimulatedGroup(name, tags, self.clock()))
+        return 201, {"id": group_path(name), "name": name, "properties": {}}, {}
+
+    def _view(self, group: SimulatedGroup) -> dict[str, Any]:
+        """What ACI reports now: the container's state as it was `lag` ago."""
+        seen_at = self.clock() - self.lag
+        if group.ends is not None and group.ends <= seen_at:
+            return group_json(group.name, "Terminated", group.exit_code, tags=group.tags, finished=group.ends)
+        return group_json(group.name, "Running" if group.started <= seen_at else "Waiting", tags=group.tags)

@@ -22,7 +22,7 @@ __all__ = ["Out", "http_request", "post_json", "queue_message", "response_json",
 
 
 @functools.cache
-def _functions() -> dict[str, Any]:
+def indexed_functions() -> dict[str, Any]:
     # get_functions() indexes the app and may run only once per FunctionApp.
     load_binding_registry()
     return {f.get_function_name(): f for f in function_app.app.get_functions()}
@@ -30,11 +30,11 @@ def _functions() -> dict[str, Any]:
 
 def user_function(name: str) -> Any:
     """The user code of function `name`, from the app's own registry."""
-    return _functions()[name].get_user_function()
+    return indexed_functions()[name].get_user_function()
 
 
 def _convert(binding: str, trigger: bindings.TriggerInput, pytype: type) -> Any:
-    _functions()
+    indexed_functions()
     return from_incoming_proto(binding, trigger.input_data[0], pytype=pytype,
                                trigger_metadata=trigger.trigger_metadata, function_name="test")
 

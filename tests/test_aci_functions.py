@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from loadme.names import INITJOB_QUEUE, TRIGGER_QUEUES, container_group_name, de
 from loadme.settings import Settings
 from loadme.tokens import result_token
 from tests.conftest import REPO_ROOT, RESULT_KEY
-from tests.fake_arm import RG, SUB, FakeArm, FakeCredential, Reply, error, group_json, group_path
+from tests.fake_arm import RG, SUB, FakeAci, FakeArm, FakeCredential, Reply, error, group_path
 from tests.functions import Out, http_request, post_json, queue_message, response_json, user_function
 
 DEPLOYMENTS = f"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft.Resources/deployments/"
@@ -42,7 +43,7 @@ def aci_context(settings_env: dict[str, str], request: pytest.FixtureRequest) ->
     settings = Settings.from_mapping(aci_settings(settings_env, mode))
     assert settings.aci is not None
     arm = FakeArm([])
-    options: dict[str, Any] = {"transport": arm, "retry_total": SDK_RETRIES, "retry_backoff_factor": 0}
+    options: dict[str, Any] = arm.client_options(SDK_RETRIES)
     executor = AciExecutor(settings.aci, ContainerInstanceManagementClient(FakeCredential(), SUB, **options),
                            DeploymentsMgmtClient(FakeCredential(), SUB, **options))
     ctx = Context(settings, executor=executor)
@@ -58,38 +59,106 @@ def _result_for(step: StepMessage, exit_code: int = 0) -> str:
         run_id=step.run_id, step=1, attempt=1, created_at=step.created_at, deadline=step.deadline,
         variables={**step.variables, "___Message": "from ACI"},
         token=result_token(RESULT_KEY.encode(), step.run_id, 1), exit_code=exit_code,
-        log_tail="done", finished_at=step.created_at,
+        log_tail="done", finished_at=step.created_at, log_uploaded=True,
     ).to_json()
 
 
-@pytest.mark.parametrize("aci_context", ["templatespec", "direct"], indirect=True)
-def test_one_run_makes_exactly_five_arm_requests(aci_context: tuple[Context, FakeArm]) -> None:
-    ctx, arm = aci_context
-    response, initjob = post_json({"variables": {"___Name": "Ada"}})
+class Clock:
+    """The app's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture(params=["templatespec", "direct"])
+def simulated(settings_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[tuple[Context, FakeAci, Clock]]:
+    """The functions on Azurite with ARM played by a stateful ACI whose instance view lags 30 s."""
+    clock = Clock()
+    settings = Settings.from_mapping(aci_settings(settings_env, request.param, RESULT_GRACE_SECONDS="120"))
+    assert settings.aci is not None
+    aci = FakeAci(clock, instance_view_lag=30)
+    options = aci.client_options(SDK_RETRIES)
+    executor = AciExecutor(settings.aci, ContainerInstanceManagementClient(FakeCredential(), SUB, **options),
+                           DeploymentsMgmtClient(FakeCredential(), SUB, **options))
+    ctx = Context(settings, clock=clock, executor=executor)
+    ctx.storage.ensure_resources(list(TRIGGER_QUEUES))
+    set_context(ctx)
+    yield ctx, aci, clock
+    set_context(None)
+
+
+LIST_PATH = group_path("x").lower().rsplit("/", 1)[0]
+
+
+def _put_path(ctx: Context, group: str) -> str:
+    templatespec = ctx.settings.aci.deploy_mode == "templatespec"  # type: ignore[union-attr]
+    return (DEPLOYMENTS + deployment_name(group) if templatespec else group_path(group)).lower()
+
+
+def _deployed(aci: FakeAci) -> tuple[StepMessage, str]:
+    _, initjob = post_json({"variables": {"___Name": "Ada"}})
     step = decode(initjob.get()[0], StepMessage)
-    group = container_group_name(step.run_id, 1)
-    put = (DEPLOYMENTS + deployment_name(group)) if ctx.settings.aci.deploy_mode == "templatespec" \
-        else group_path(group)  # type: ignore[union-attr]
-    arm.script = [
-        Reply("GET", group_path(group), 404, error("ResourceNotFound", "no group yet")),
-        Reply("PUT", put, 201, {"id": "x", "name": group, "properties": {}}),
-        Reply("GET", group_path(group), 200, group_json(group, "Terminated", exit_code=0)),
-        Reply("GET", group_path(group) + "/containers/job/logs", 200, {"content": "demo job: Hello, Ada!\n"}),
-        Reply("DELETE", group_path(group), 200, group_json(group)),
-    ]
     user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
+    return step, container_group_name(step.run_id, 1)
+
+
+def _finish_through_stage2(step: StepMessage, exit_code: int) -> None:
     removal = Out()
-    user_function("stage2")(queue_message(_result_for(step)), initjob=Out(), removeinfra=removal)
+    user_function("stage2")(queue_message(_result_for(step, exit_code)), initjob=Out(), removeinfra=removal)
     user_function("remove_infra")(queue_message(removal.get()[0]))
 
-    assert [(s.method, s.url.split("?")[0].rsplit("/", 1)[-1]) for s in arm.seen] == [
-        ("GET", group), ("PUT", put.rsplit("/", 1)[-1]), ("GET", group), ("GET", "logs"), ("DELETE", group)]
-    assert arm.script == []
-    run_id = response_json(response)["run_id"]
-    status = response_json(user_function("run_status")(
+
+def _run(run_id: str) -> dict[str, Any]:
+    return response_json(user_function("run_status")(  # type: ignore[no-any-return]
         http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))
-    assert (status["state"], status["cleaned_up"], status["variables"]["___Message"]) == ("succeeded", True, "from ACI")
-    assert ctx.storage.logs.download_blob(status["logs"][0]).readall() == b"demo job: Hello, Ada!\n"
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_a_run_that_reports_costs_three_arm_requests_however_late_the_instance_view(
+        simulated: tuple[Context, FakeAci, Clock], exit_code: int) -> None:
+    """GET (does it exist?), PUT, DELETE: the container's own result carries its exit code and its
+    log is already archived by the runner, so nothing waits for ACI to notice the container ended."""
+    ctx, aci, clock = simulated
+    step, group = _deployed(aci)
+    clock.advance(5)
+    aci.finish(group, exit_code, log="never read")  # ACI will say Running for 30 s more
+    _finish_through_stage2(step, exit_code)
+    assert [(s.method, s.path.lower()) for s in aci.seen] == [
+        ("GET", group_path(group).lower()), ("PUT", _put_path(ctx, group)), ("DELETE", group_path(group).lower())]
+    status = _run(step.run_id)
+    assert (status["state"], status["cleaned_up"]) == ("succeeded" if exit_code == 0 else "failed", True)
+    assert next(e for e in status["events"] if e["event"] == "logs_archived")["source"] == "runner"
+
+
+def test_a_silent_container_costs_at_most_five_arm_requests(simulated: tuple[Context, FakeAci, Clock]) -> None:
+    """A container that never reports: the janitor reads its state (once it ended and the lagging
+    instance view shows it), then remove_infra reads its log from ACI and deletes it."""
+    ctx, aci, clock = simulated
+    step, group = _deployed(aci)
+    clock.advance(10)
+    aci.finish(group, 137, log="killed before it could report")
+    for _ in range(3):  # janitor ticks, five minutes apart (its default schedule)
+        clock.advance(300)
+        removals = Out()
+        user_function("janitor")(None, removeinfra=removals)
+        for text in removals.get() or []:
+            user_function("remove_infra")(queue_message(text))
+    per_run = [(s.method, s.path.lower()) for s in aci.seen if s.path.lower() != LIST_PATH]
+    assert per_run == [("GET", group_path(group).lower()), ("PUT", _put_path(ctx, group)),
+                       ("GET", group_path(group).lower()), ("GET", group_path(group).lower() + "/containers/job/logs"),
+                       ("DELETE", group_path(group).lower())]
+    assert len([s for s in aci.seen if s.path.lower() == LIST_PATH]) == 3  # one per tick, for all runs
+    status = _run(step.run_id)
+    assert (status["state"], status["cleaned_up"]) == ("failed", True)
+    archived = next(e for e in status["events"] if e["event"] == "logs_archived")
+    assert archived["source"] == "platform"
+    assert ctx.storage.logs.download_blob(archived["blob"]).readall() == b"killed before it could report"
 
 
 def test_quota_exceeded_is_retried_later_then_fails_the_run(aci_context: tuple[Context, FakeArm]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from azure.mgmt.containerinstance.models import ContainerGroup
 
-from loadme.aci_env import RunnerControls, aci_environment
+from loadme.container_env import RunnerControls, container_environment
 from loadme.executors.aci_parameters import group_body, template_parameters
 from loadme.executors.base import ContainerSpec
 from loadme.names import OWNER_TAG, container_group_name, new_run_id
@@ -33,9 +33,10 @@ def _aci(registry_auth: str = "identity") -> AciSettings:
 
 def _spec(image: str = "loadmeacr.azurecr.io/loadme-runner:1") -> ContainerSpec:
     run_id = new_run_id()
-    env = aci_environment({"___RunId": run_id, "___Name": "Ada"}, {"___ApiToken": "hunter2"},
+    env = container_environment({"___RunId": run_id, "___Name": "Ada"}, {"___ApiToken": "hunter2"},
                           RunnerControls("___", "https://acct.queue.core.windows.net/stage2/messages", "sas",
-                                         "token-value", "sv=2021&sig=x"))
+                                         "token-value", "https://acct.blob.core.windows.net/logs/r/step-001.log",
+                                         "sv=2021&sig=x"))
     return ContainerSpec(name=container_group_name(run_id, 1), run_id=run_id, step=1,
                          deadline="2026-11-25T03:00:00+00:00", image=image, command=("python", "jobs/demo_job.py"),
                          environment=tuple(env))

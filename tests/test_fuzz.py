@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loadme.context import Context
+from loadme.contract import parse_output_lines
 from loadme.envelope import (
     MAX_LOG_TAIL_CHARS,
     MAX_PLAN_BYTES,
@@ -21,7 +22,7 @@ from loadme.envelope import (
     decode_queue_text,
 )
 from loadme.errors import VariableError
-from loadme.variables import MAX_VARIABLES_BYTES, VariableFactory, parse_output_lines, variables_size
+from loadme.variables import MAX_VARIABLES_BYTES, VariableFactory, variables_size
 from tests.functions import post_json, response_json
 
 FIELDS = ["variables", "image", "command", "steps", "timeout_seconds"]

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from loadme.aci_env import RunnerControls, aci_environment, as_process_environment
+from loadme.container_env import RunnerControls, as_process_environment, container_environment
 from loadme.names import container_group_name, is_run_id, new_run_id, run_id_for_idempotency_key
 from loadme.tokens import result_token, verify_result_token
 
@@ -40,10 +40,11 @@ def test_result_token_binds_run_and_step() -> None:
     assert not verify_result_token(b"x" * 32, "r" * 32, 1, token)
 
 
-def test_aci_environment_puts_secrets_in_secure_values_only() -> None:
+def test_container_environment_puts_secrets_in_secure_values_only() -> None:
     controls = RunnerControls(prefix="___", result_url="http://q/stage2/messages", result_auth="sas",
-                              token="tok", sas="sv=1&sig=abc")
-    env = aci_environment({"___B": "2", "___A": "1"}, {"___ApiToken": "hunter2"}, controls)
+                              token="tok", log_url="http://b/logs/r/step-001.log", sas="sv=1&sig=abc",
+                              log_sas="sv=1&sig=def")
+    env = container_environment({"___B": "2", "___A": "1"}, {"___ApiToken": "hunter2"}, controls)
     assert env == [
         {"name": "___A", "value": "1"},
         {"name": "___B", "value": "2"},
@@ -51,14 +52,16 @@ def test_aci_environment_puts_secrets_in_secure_values_only() -> None:
         {"name": "LOADME_PREFIX", "value": "___"},
         {"name": "LOADME_RESULT_URL", "value": "http://q/stage2/messages"},
         {"name": "LOADME_RESULT_AUTH", "value": "sas"},
+        {"name": "LOADME_LOG_URL", "value": "http://b/logs/r/step-001.log"},
         {"name": "LOADME_SECRET_NAMES", "value": "___ApiToken"},
         {"name": "LOADME_RESULT_TOKEN", "secureValue": "tok"},
         {"name": "LOADME_RESULT_SAS", "secureValue": "sv=1&sig=abc"},
+        {"name": "LOADME_LOG_SAS", "secureValue": "sv=1&sig=def"},
     ]
     assert as_process_environment(env)["___ApiToken"] == "hunter2"
 
 
-def test_aci_environment_refuses_names_aci_would_refuse() -> None:
-    controls = RunnerControls("___", "u", "sas", "t")
+def test_container_environment_refuses_names_aci_would_refuse() -> None:
+    controls = RunnerControls("___", "u", "sas", "t", "l")
     with pytest.raises(ValueError, match="not a valid ACI environment variable name"):
-        aci_environment({"bad-name": "x"}, {}, controls)
+        container_environment({"bad-name": "x"}, {}, controls)

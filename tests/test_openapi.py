@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from loadme.context import Context
-from tests.functions import Out, _functions, http_request, post_json, response_json, user_function
+from tests.functions import Out, http_request, indexed_functions, post_json, response_json, user_function
 
 
 def _document() -> dict[str, Any]:
@@ -32,7 +32,7 @@ def test_document_is_valid_openapi() -> None:
 
 def test_document_covers_exactly_the_http_functions() -> None:
     routes = set()
-    for function in _functions().values():
+    for function in indexed_functions().values():
         for raw in function.get_raw_bindings():
             binding = json.loads(raw)
             if binding["type"] == "httpTrigger":

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from loadme.contract import parse_output_lines
 from loadme.errors import VariableError
-from loadme.variables import (
-    MAX_VARIABLES_BYTES,
-    VariableFactory,
-    parse_output_lines,
-    redact,
-    variables_size,
-)
+from loadme.variables import MAX_VARIABLES_BYTES, VariableFactory, redact, variables_size
 
 factory = VariableFactory("___", secret_names=["___ApiToken"])
 

@@ -1,0 +1,69 @@
+"""The app as Azure's Python worker sees it: every function indexes under the pinned worker library.
+
+The worker runs in its own process, fed the same FunctionRpc messages the Functions host sends, as
+`make dev` runs it. One refused function fails the worker's whole metadata response in Azure, so
+this is the check that the app would run at all. The deliberately wrong app proves the check can fail.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+
+import pytest
+
+from devhost import rpc
+from devhost.worker import WorkerChannel, WorkerRefused
+from tests.conftest import REPO_ROOT, app_settings
+
+ALWAYS = {"init_job", "run_status", "cancel_run", "service_status", "openapi", "dq_init_job", "stage2",
+          "remove_infra", "janitor"}
+
+
+def _index(app_dir: Path, env: dict[str, str]) -> dict[str, typing.Any]:
+    channel = WorkerChannel(app_dir, env)
+    try:
+        return {f.name: f for f in channel.start()}
+    finally:
+        channel.stop()
+
+
+@pytest.mark.parametrize("schedule", ["", "0 0 * * * *"])
+def test_every_function_indexes_under_the_real_worker(tmp_path: Path, schedule: str) -> None:
+    env = app_settings("UseDevelopmentStorage=true", tmp_path / "containers",
+                       SCHEDULED_INIT_SCHEDULE=schedule, JANITOR_SCHEDULE="0 */5 * * * *")
+    functions = _index(REPO_ROOT, env)
+    assert set(functions) == ALWAYS | ({"scheduled_init"} if schedule else set())
+    triggers = {name: f.trigger["type"] for name, f in functions.items()}
+    assert triggers["dq_init_job"] == "queueTrigger" and triggers["janitor"] == "timerTrigger"
+    for function in functions.values():  # every queue output names the app's storage connection
+        for output in function.outputs:
+            if output["type"] == "queue":
+                assert output["connection"] == "AzureWebJobsStorage", function.name
+
+
+def test_a_function_the_worker_refuses_stops_indexing_with_the_workers_message(tmp_path: Path) -> None:
+    with pytest.raises(WorkerRefused) as refused:
+        _index(REPO_ROOT / "tests" / "apps" / "refused", {"PATH": "/usr/bin:/bin"})
+    assert "binding out has invalid non-type annotation" in str(refused.value)
+    assert "Out[list[str]]" in str(refused.value)
+
+
+def test_every_queue_output_takes_a_list_so_the_host_sends_each_text_exactly() -> None:
+    """The host re-parses a single JSON-looking string and rewrites it; list elements go as they are
+    (devhost/newtonsoft.py). So every queue output of the app must be typed as a list of str."""
+    from azure_functions_runtime.functions import Registry
+
+    from tests.functions import indexed_functions
+
+    registry = Registry()
+    checked = 0
+    for function in indexed_functions().values():
+        info = registry.add_indexed_function(function=function, protos=rpc)
+        bindings = {json.loads(b)["name"]: json.loads(b) for b in function.get_raw_bindings()}
+        for name, param in info.output_types.items():
+            if bindings[name]["type"] == "queue":
+                assert param.pytype == typing.List[str], (function.get_function_name(), name)  # noqa: UP006
+                checked += 1
+    assert checked >= 6
