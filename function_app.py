@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import typing
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +33,7 @@ from loadme.openapi import openapi_document
 from loadme.results import accept_result
 from loadme.runs import run_status as read_run_status
 from loadme.runs import start_run
-from loadme.settings import JANITOR_SCHEDULE_SETTING, SCHEDULE_SETTING
+from loadme.settings import binding_schedule, is_set, value
 
 CONNECTION = "AzureWebJobsStorage"
 logger = logging.getLogger("loadme.functions")
@@ -137,7 +136,7 @@ def service_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """The OpenAPI 3 document of this API."""
-    return _json(200, openapi_document(os.environ.get("VARIABLE_PREFIX") or "___"))
+    return _json(200, openapi_document(value("VARIABLE_PREFIX")))
 
 
 @app.function_name("dq_init_job")
@@ -172,7 +171,7 @@ def remove_infra(msg: func.QueueMessage) -> None:
 @app.function_name("janitor")
 @app.timer_trigger(
     arg_name="timer",
-    schedule=f"%{JANITOR_SCHEDULE_SETTING}%" if os.environ.get(JANITOR_SCHEDULE_SETTING) else "0 */5 * * * *",
+    schedule=binding_schedule("JANITOR_SCHEDULE"),
     use_monitor=True,
 )
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
@@ -183,10 +182,10 @@ def janitor(timer: func.TimerRequest, removeinfra: Messages) -> None:
 
 
 # The timer exists only when a schedule is configured (changing app settings restarts the app).
-if os.environ.get(SCHEDULE_SETTING, "").strip():
+if is_set("SCHEDULED_INIT_SCHEDULE"):
 
     @app.function_name("scheduled_init")
-    @app.timer_trigger(arg_name="timer", schedule=f"%{SCHEDULE_SETTING}%", use_monitor=True)
+    @app.timer_trigger(arg_name="timer", schedule=binding_schedule("SCHEDULED_INIT_SCHEDULE"), use_monitor=True)
     @app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
     def scheduled_init(timer: func.TimerRequest, initjob: Messages) -> None:
         """Start a run exactly as `init_job` does, with the variables from SCHEDULED_INIT_VARIABLES."""

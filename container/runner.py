@@ -179,9 +179,7 @@ def main(
         log.say(f"job exited {exit_code}; {len(added)} variable(s) reported")
         uploaded = upload_log(env, redact(log.text(), secrets), log, sleep)
         message = ResultMessage(
-            run_id=run_id, step=step, attempt=1,
-            created_at=variables[prefix + contract.CREATED_AT], deadline=variables[prefix + contract.DEADLINE],
-            variables=result_vars, token=env[contract.RESULT_TOKEN], exit_code=exit_code,
+            run_id=run_id, step=step, token=env[contract.RESULT_TOKEN], exit_code=exit_code, variables=result_vars,
             log_tail=bounded_tail(redact(log.tail.decode(errors="replace"), secrets)),
             finished_at=datetime.now(UTC).isoformat(), log_uploaded=uploaded,
         )

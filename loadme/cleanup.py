@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from loadme import journal as j
 from loadme.context import Context
 from loadme.envelope import RemovalMessage
-from loadme.names import log_blob_name
+from loadme.journal import EventType
+from loadme.names import container_group_name, log_blob_name
 from loadme.variables import redact
 
 logger = logging.getLogger(__name__)
@@ -27,24 +27,26 @@ def remove_step(ctx: Context, msg: RemovalMessage) -> bool:
     """
     log = {"run_id": msg.run_id, "step": msg.step}
     journal = ctx.journal
-    if journal.get(msg.run_id, msg.step, j.REMOVED) is not None:
+    if journal.get(msg.run_id, msg.step, EventType.REMOVED) is not None:
         logger.info("step already removed", extra=log)
         return False
     executor = ctx.executor
-    if journal.get(msg.run_id, msg.step, j.LOGS_ARCHIVED) is None:
+    group = container_group_name(msg.run_id, msg.step)
+    if journal.get(msg.run_id, msg.step, EventType.LOGS_ARCHIVED) is None:
         blob = log_blob_name(msg.run_id, msg.step)
-        result = journal.get(msg.run_id, msg.step, j.RESULT)
+        result = journal.get(msg.run_id, msg.step, EventType.RESULT)
         if result is not None and result.details.get("log_uploaded"):
-            journal.record(msg.run_id, msg.step, j.LOGS_ARCHIVED, blob=blob, source="runner")
+            journal.record(msg.run_id, msg.step, EventType.LOGS_ARCHIVED, blob=blob, source="runner")
         else:
             # Archive once: after a partial earlier attempt the group may be gone and its log with it.
-            text = redact(executor.logs(msg.container_group), ctx.settings.secret_values)
+            text = redact(executor.logs(group), ctx.settings.secret_values)
             ctx.storage.logs.upload_blob(blob, text.encode(), overwrite=True)
-            journal.record(msg.run_id, msg.step, j.LOGS_ARCHIVED, blob=blob, bytes=len(text.encode()),
+            journal.record(msg.run_id, msg.step, EventType.LOGS_ARCHIVED, blob=blob, bytes=len(text.encode()),
                            source="platform")
-    existed = executor.delete(msg.container_group)
-    journal.record(msg.run_id, msg.step, j.REMOVED, container_group=msg.container_group,
+    existed = executor.delete(group)
+    journal.record(msg.run_id, msg.step, EventType.REMOVED, container_group=group,
                    existed=existed, reason=msg.reason)
-    logger.info("container group %s removed (%s)", msg.container_group,
+    journal.index.deactivate(msg.run_id, msg.step)
+    logger.info("container group %s removed (%s)", group,
                 "deleted" if existed else "already gone", extra=log)
     return True

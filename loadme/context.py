@@ -1,14 +1,13 @@
 """The per-process context: settings, clock, storage clients, journal and executor.
 
-Built once from `os.environ` on first use (not at import: cold start, and so tests and tools can
-import the app without settings). Tests and the local host inject their own with `set_context`.
+Built once from the app settings on first use (not at import: cold start, and so tests and tools
+can import the app without settings). Tests inject their own with `set_context`.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -60,11 +59,11 @@ _context: Context | None = None
 
 
 def get_context() -> Context:
-    """The process's context, built from `os.environ` the first time."""
+    """The process's context, built from the app settings the first time. Raises SettingsError."""
     global _context
     with _lock:
         if _context is None:
-            _context = Context.from_mapping(os.environ)
+            _context = Context(Settings.from_environment())
         return _context
 
 

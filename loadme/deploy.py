@@ -6,12 +6,12 @@ import logging
 from dataclasses import replace
 from datetime import timedelta
 
-from loadme import journal as j
 from loadme.container_env import RunnerControls, container_environment
 from loadme.context import Context
 from loadme.envelope import RemovalMessage, StepMessage, parse_time
 from loadme.errors import DeployRejected, QuotaExceeded
 from loadme.executors import ContainerSpec
+from loadme.journal import EventType, RunState
 from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name, log_blob_name
 from loadme.tokens import result_token
 
@@ -61,8 +61,8 @@ def _retry_after_quota(ctx: Context, msg: StepMessage, exc: QuotaExceeded) -> li
     """Send the step again later (exponential delay), or fail the run once the attempts are spent."""
     log = {"run_id": msg.run_id, "step": msg.step}
     if msg.attempt >= QUOTA_ATTEMPTS:
-        ctx.journal.record(msg.run_id, 0, j.TERMINAL, state="failed",
-                           reason=f"quota exceeded after {msg.attempt} attempts: {exc}")
+        ctx.journal.finish(msg.run_id, RunState.FAILED, f"quota exceeded after {msg.attempt} attempts: {exc}",
+                           step=msg.step)
         logger.error("quota exceeded after %d attempts; run failed: %s", msg.attempt, exc, extra=log)
         return []
     delay = min(QUOTA_FIRST_DELAY_SECONDS * 2 ** (msg.attempt - 1), QUOTA_MAX_DELAY_SECONDS)
@@ -80,35 +80,35 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
     """
     log = {"run_id": msg.run_id, "step": msg.step}
     journal = ctx.journal
-    terminal = journal.get(msg.run_id, 0, j.TERMINAL)
+    terminal = journal.terminal(msg.run_id)
     if terminal is not None:
         logger.info("run is already %s; not deploying", terminal.details.get("state"), extra=log)
         return []
-    if journal.get(msg.run_id, msg.step, j.REMOVED) is not None:
+    if journal.get(msg.run_id, msg.step, EventType.REMOVED) is not None:
         logger.info("step already finished and removed; not deploying again", extra=log)
         return []
     if ctx.clock() >= parse_time(msg.deadline):
-        journal.record(msg.run_id, 0, j.TERMINAL, state="timed_out",
-                       reason="deadline passed before the container was deployed")
+        journal.finish(msg.run_id, RunState.TIMED_OUT, "deadline passed before the container was deployed",
+                       step=msg.step)
         logger.warning("deadline passed before deployment", extra=log)
         return []
     spec = build_container_spec(ctx, msg)
-    journal.record(
-        msg.run_id, msg.step, j.DEPLOYING, container_group=spec.name, variables=msg.variables,
+    journal.index.activate(msg.run_id, msg.step, msg.deadline, spec.name)
+    if journal.record(
+        msg.run_id, msg.step, EventType.DEPLOYING, container_group=spec.name, variables=msg.variables,
         steps=[{"image": s.image, "command": list(s.command)} for s in msg.steps],
         created_at=msg.created_at, deadline=msg.deadline, trigger=msg.trigger,
-    )
+    ):
+        journal.set_state(msg.run_id, RunState.DEPLOYING)
     try:
         created = ctx.executor.deploy(spec)
     except QuotaExceeded as exc:
         return _retry_after_quota(ctx, msg, exc)
     except DeployRejected as exc:
-        journal.record(msg.run_id, 0, j.TERMINAL, state="failed", reason=f"deployment rejected: {exc}")
+        journal.finish(msg.run_id, RunState.FAILED, f"deployment rejected: {exc}", step=msg.step)
         logger.error("deployment rejected: %s", exc, extra=log)
-        return [RemovalMessage(
-            run_id=msg.run_id, step=msg.step, attempt=msg.attempt, created_at=msg.created_at,
-            deadline=msg.deadline, variables={}, container_group=spec.name, reason="deploy_failed",
-        )]
-    journal.record(msg.run_id, msg.step, j.STARTED, container_group=spec.name, image=spec.image)
+        return [RemovalMessage(run_id=msg.run_id, step=msg.step, reason="deploy_failed")]
+    if journal.record(msg.run_id, msg.step, EventType.STARTED, container_group=spec.name, image=spec.image):
+        journal.set_state(msg.run_id, RunState.RUNNING)
     logger.info("container group %s %s", spec.name, "started" if created else "already existed", extra=log)
     return []

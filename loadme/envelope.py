@@ -1,8 +1,13 @@
 """The versioned message envelope carried by the `initjob`, `stage2` and `removeinfra` queues.
 
-Messages are compact JSON; on the wire the queue text is base64 of that JSON (the Functions
-host's default `messageEncoding`). Decoding is strict: an unknown schema version, a missing or
-extra field, or a wrong type raises EnvelopeError, so the host moves the message to poison.
+Every message is compact JSON with a minimal header (`schema`, `kind`, `run_id`, `step`) and the
+fields of its kind; on the wire the queue text is base64 of that JSON (the Functions host's default
+`messageEncoding`). Decoding is derived from the dataclass fields and is strict: an unknown schema
+version or kind, a missing field, an unexpected field or a wrong type raises EnvelopeError, so the
+host moves the message to poison. A field with a default may be absent (added in a later release).
+
+Schema 2 (this one) replaced schema 1, whose messages all carried the whole header with
+placeholder values; a schema 1 message is refused as unknown.
 
 Stdlib-only: the container image ships this module so the runner encodes results the same way.
 """
@@ -11,19 +16,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
 from loadme.errors import EnvelopeError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Bounds that keep every message under the queue's 64 KiB (48 KiB of JSON before base64): the
 # variables (30,000 bytes, loadme.variables), the step plan and the log tail, all as encoded JSON.
 MAX_LOG_TAIL_CHARS = 4096
 MAX_PLAN_BYTES = 8192
 QUEUE_MESSAGE_LIMIT = 65536
+TIMESTAMP = {"timestamp": True}  # field metadata: an ISO 8601 timestamp with a timezone
 
 
 @dataclass(frozen=True)
@@ -36,16 +44,12 @@ class StepPlan:
 
 @dataclass(frozen=True)
 class Message:
-    """Header every message carries."""
+    """The header every message carries."""
 
     KIND: ClassVar[str] = ""
 
     run_id: str
     step: int
-    attempt: int
-    created_at: str
-    deadline: str
-    variables: dict[str, str]
 
     def to_json(self) -> str:
         """The message as compact JSON text (what a queue output binding takes)."""
@@ -63,8 +67,12 @@ class StepMessage(Message):
 
     KIND: ClassVar[str] = "initjob"
 
-    steps: tuple[StepPlan, ...] = ()
-    trigger: str = "http"
+    attempt: int
+    created_at: str = field(metadata=TIMESTAMP)
+    deadline: str = field(metadata=TIMESTAMP)
+    trigger: str
+    variables: dict[str, str]
+    steps: tuple[StepPlan, ...]
 
     @property
     def plan(self) -> StepPlan:
@@ -77,26 +85,24 @@ class ResultMessage(Message):
 
     KIND: ClassVar[str] = "result"
 
-    token: str = field(default="", repr=False)
-    exit_code: int = 0
-    log_tail: str = ""
-    finished_at: str = ""
+    token: str = field(repr=False)
+    exit_code: int
+    variables: dict[str, str]
+    log_tail: str
+    finished_at: str = field(metadata=TIMESTAMP)
     log_uploaded: bool = False  # the runner put its whole log in the logs container itself
 
 
 @dataclass(frozen=True)
 class RemovalMessage(Message):
-    """`removeinfra`: archive the step's logs and delete its container group."""
+    """`removeinfra`: archive the step's log if need be and delete its container group."""
 
     KIND: ClassVar[str] = "removeinfra"
 
-    container_group: str = ""
-    reason: str = ""
+    reason: str
 
 
-KINDS: dict[str, type[Message]] = {
-    cls.KIND: cls for cls in (StepMessage, ResultMessage, RemovalMessage)
-}
+KINDS: dict[str, type[Message]] = {cls.KIND: cls for cls in (StepMessage, ResultMessage, RemovalMessage)}
 
 
 def bounded_tail(text: str, limit: int = MAX_LOG_TAIL_CHARS) -> str:
@@ -126,17 +132,18 @@ def decode[M: Message](text: str | bytes, expected: type[M]) -> M:
     kind = data.pop("kind", None)
     if kind != expected.KIND:
         raise EnvelopeError(f"message kind {kind!r} where {expected.KIND!r} was expected")
-    names = {f.name for f in fields(expected)}
-    missing = sorted(names - data.keys() - _ADDED_FIELDS)
-    extra = sorted(data.keys() - names)
+    fields = {f.name: f for f in dataclasses.fields(expected)}
+    required = {name for name, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    missing, extra = sorted(required - data.keys()), sorted(data.keys() - fields.keys())
     if missing or extra:
         raise EnvelopeError(f"{kind} message fields: missing {missing}, unexpected {extra}")
-    _check_types(expected, data)
-    if expected is StepMessage:
-        data["steps"] = tuple(_step_plan(s) for s in data["steps"])
-        if not 1 <= data["step"] <= len(data["steps"]):
-            raise EnvelopeError(f"step {data['step']} is outside the run's {len(data['steps'])} steps")
-    return expected(**data)
+    hints = typing.get_type_hints(expected)
+    values = {name: _field_value(name, hints[name], value, fields[name].metadata) for name, value in data.items()}
+    message = expected(**values)
+    if isinstance(message, StepMessage) and not 1 <= message.step <= len(message.steps):
+        raise EnvelopeError(f"step {message.step} is outside the run's {len(message.steps)} steps")
+    return message
 
 
 def decode_queue_text[M: Message](text: str, expected: type[M]) -> M:
@@ -148,31 +155,23 @@ def decode_queue_text[M: Message](text: str, expected: type[M]) -> M:
     return decode(raw, expected)
 
 
-_SCALARS: dict[str, type] = {
-    "run_id": str, "step": int, "attempt": int, "created_at": str, "deadline": str,
-    "trigger": str, "token": str, "exit_code": int, "log_tail": str, "finished_at": str,
-    "container_group": str, "reason": str, "log_uploaded": bool,
-}
-# Fields added after schema 1 was first shipped: a message from an older runner may lack them.
-_ADDED_FIELDS = frozenset({"log_uploaded"})
-
-
-def _check_types(cls: type[Message], data: dict[str, Any]) -> None:
-    for name, value in data.items():
-        if name == "variables":
-            if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-            ):
-                raise EnvelopeError("field 'variables' must be an object of strings")
-        elif name == "steps":
-            if not isinstance(value, list) or not value:
-                raise EnvelopeError("field 'steps' must be a non-empty array")
-        else:
-            wanted = _SCALARS[name]
-            if type(value) is not wanted:
-                raise EnvelopeError(f"field {name!r} must be {wanted.__name__}")
-    for stamp in ("created_at", "deadline"):
-        parse_time(data[stamp], stamp)
+def _field_value(name: str, hint: Any, value: Any, metadata: typing.Mapping[str, Any]) -> Any:
+    """Check one decoded field against its annotation; returns the value in the dataclass's type."""
+    if hint in (str, int, bool):
+        if type(value) is not hint:
+            raise EnvelopeError(f"field {name!r} must be {hint.__name__}")
+        if metadata.get("timestamp"):
+            parse_time(value, name)
+        return value
+    if hint == dict[str, str]:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise EnvelopeError(f"field {name!r} must be an object of strings")
+        return value
+    if hint == tuple[StepPlan, ...]:
+        if not isinstance(value, list) or not value:
+            raise EnvelopeError(f"field {name!r} must be a non-empty array")
+        return tuple(_step_plan(item) for item in value)
+    raise TypeError(f"envelope field {name!r} has an annotation decode does not know: {hint!r}")
 
 
 def _step_plan(value: Any) -> StepPlan:

@@ -1,16 +1,20 @@
-"""The janitor: every run ends in a recorded terminal state with its containers removed.
+"""The janitor: every run ends in a recorded terminal state with its containers removed, and old
+runs expire.
 
-On each tick it looks at every container group this app owns (by tag on ACI, by record for the
-local executor) and at the poison queues, and, using the journal:
-- a group still running past its run's deadline: records `timed_out`, removes it;
-- a group that stopped without its result arriving within the grace period: records `failed`
-  with the exit code, removes it (the removal archives its logs);
-- a group of a finished run that is still there (its removal kept failing): removes it again;
-- a group with no journal at all, past its deadline: removes it (an orphan);
-- a step past its deadline whose group never appeared: records `timed_out`;
-- a message in a `-poison` queue: records its run `failed` with the reason (first outcome wins);
-and it reports each poison queue's depth and oldest message age in a log line.
-Every decision is idempotent: journal rows are insert-only and removals are idempotent.
+Each tick reads only bounded things: the container groups this app owns (by tag on ACI, by record
+for the local executor), the journal partitions of those runs, the index's active-steps
+partition, the poison queues, and at most `RETENTION_BATCH` expired runs. So a tick costs the
+same with a hundred or a million past runs. Using the journal it decides:
+- a group still running past its run's deadline: the run `timed_out`, the group removed;
+- a group that stopped without its result arriving within the grace period: the run `failed`
+  with the exit code, the group removed (the removal archives its log);
+- a group of a finished run that is still there (its removal kept failing): removed again;
+- a group with no journal at all, past its deadline: removed (an orphan);
+- an active step past its deadline whose group never appeared: the run `timed_out`;
+- a message in a `-poison` queue: its run `failed` with the reason (the first outcome wins);
+- runs older than RUN_RETENTION_DAYS: their journal rows, index rows and logs deleted.
+It reports each poison queue's depth and oldest message age and the groups alive (telemetry).
+Every decision is idempotent: terminal rows are insert-only and removals are idempotent.
 """
 
 from __future__ import annotations
@@ -20,24 +24,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from loadme import journal as j
+from loadme import telemetry
 from loadme.context import Context
 from loadme.envelope import Message, RemovalMessage, ResultMessage, StepMessage, decode_queue_text, parse_time
 from loadme.errors import EnvelopeError
 from loadme.executors import OwnedGroup
-from loadme.names import (
-    INITJOB_QUEUE,
-    REMOVEINFRA_QUEUE,
-    STAGE2_QUEUE,
-    TRIGGER_QUEUES,
-    container_group_name,
-    poison_queue,
-)
+from loadme.journal import EventType, RunState
+from loadme.names import INITJOB_QUEUE, REMOVEINFRA_QUEUE, STAGE2_QUEUE, TRIGGER_QUEUES, poison_queue
 
 logger = logging.getLogger(__name__)
 
 MAX_PEEK = 32  # the Queue service's peek limit
-GROUPLESS_LOOKBACK = timedelta(hours=1)
+RETENTION_BATCH = 100  # expired runs deleted per tick at most
 _KINDS: dict[str, type[Message]] = {
     INITJOB_QUEUE: StepMessage, STAGE2_QUEUE: ResultMessage, REMOVEINFRA_QUEUE: RemovalMessage,
 }
@@ -63,6 +61,9 @@ class JanitorReport:
     timed_out: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     poison: list[PoisonStats] = field(default_factory=list)
+    groups_alive: int = 0
+    groups_past_deadline: int = 0
+    expired: int = 0
 
 
 def poison_stats(ctx: Context) -> list[PoisonStats]:
@@ -87,15 +88,25 @@ def sweep(ctx: Context) -> JanitorReport:
     """One janitor pass. Raises on storage or platform errors (the next tick tries again)."""
     report = JanitorReport()
     now = ctx.clock()
-    for group in ctx.executor.list_owned():
+    groups = ctx.executor.list_owned()
+    report.groups_alive = len(groups)
+    for group in groups:
+        report.groups_past_deadline += now > parse_time(group.deadline)
         _check_group(ctx, group, now, report)
-    _check_groupless_steps(ctx, now, report)
+    _check_groupless_steps(ctx, now, {g.name for g in groups}, report)
     _record_poisoned_runs(ctx, report)
+    report.expired = expire_old_runs(ctx)
     report.poison = poison_stats(ctx)
-    logger.info(
-        "janitor: %d removal(s), %d timed out, %d failed; poison queues: %s",
-        len(report.removals), len(report.timed_out), len(report.failed),
+    for stats in report.poison:
+        telemetry.emit(telemetry.POISON_QUEUE, "poison queue %s: %d message(s)", stats.queue, stats.depth,
+                       queue=stats.queue, depth=stats.depth, oldest_age_seconds=stats.oldest_age_seconds)
+    telemetry.emit(
+        telemetry.JANITOR_TICK, "janitor: %d group(s) alive (%d past deadline), %d removal(s), %d timed out, "
+        "%d failed, %d expired run(s); poison queues: %s", report.groups_alive, report.groups_past_deadline,
+        len(report.removals), len(report.timed_out), len(report.failed), report.expired,
         ", ".join(f"{p.queue}={p.depth} (oldest {_age(p.oldest_age_seconds)})" for p in report.poison),
+        groups_alive=report.groups_alive, groups_past_deadline=report.groups_past_deadline,
+        removals=len(report.removals), timed_out=len(report.timed_out), failed=len(report.failed),
     )
     return report
 
@@ -105,64 +116,62 @@ def _check_group(ctx: Context, group: OwnedGroup, now: datetime, report: Janitor
     journal = ctx.journal
     events = {(e.step, e.event): e for e in journal.events(group.run_id)}
     deadline = parse_time(group.deadline)
-    if (0, j.REQUESTED) not in events:
+    if (0, EventType.REQUESTED) not in events:
         if now > deadline:
             logger.warning("janitor: removing orphan group %s (no journal)", group.name, extra=log)
-            report.removals.append(_removal(group, "orphan"))
+            report.removals.append(RemovalMessage(group.run_id, group.step, "orphan"))
         return
-    if (group.step, j.REMOVED) in events:
+    if (group.step, EventType.REMOVED) in events:
         # Removed already, yet it is back or still here: delete it again.
-        report.removals.append(_removal(group, "janitor"))
+        report.removals.append(RemovalMessage(group.run_id, group.step, "janitor"))
         return
-    if (0, j.TERMINAL) in events:
-        if now - parse_time(events[(0, j.TERMINAL)].at) > timedelta(seconds=ctx.settings.result_grace_seconds):
+    terminal = events.get((0, EventType.TERMINAL))
+    if terminal is not None:
+        if now - parse_time(terminal.at) > timedelta(seconds=ctx.settings.result_grace_seconds):
             logger.warning("janitor: run is over but group %s is still there; removing it", group.name, extra=log)
-            report.removals.append(_removal(group, "janitor"))
+            report.removals.append(RemovalMessage(group.run_id, group.step, "janitor"))
         return
-    if (group.step, j.RESULT) in events:
+    if (group.step, EventType.RESULT) in events:
         return  # stage2 is finishing this step
     status = ctx.executor.state(group.name)
     if status.state in ("running", "pending") and now > deadline:
-        if journal.record(group.run_id, 0, j.TERMINAL, state="timed_out", step_ended=group.step,
-                          reason=f"step {group.step} still running at the deadline {group.deadline}"):
+        if journal.finish(group.run_id, RunState.TIMED_OUT,
+                          f"step {group.step} still running at the deadline {group.deadline}", step=group.step):
             report.timed_out.append(group.run_id)
             logger.warning("janitor: run timed out; removing %s", group.name, extra=log)
-        report.removals.append(_removal(group, "timed_out"))
+        report.removals.append(RemovalMessage(group.run_id, group.step, "timed_out"))
     elif status.state in ("terminated", "failed"):
         finished = status.finished_at or deadline
         if now - finished < timedelta(seconds=ctx.settings.result_grace_seconds):
             return  # its result may still be on the way
         exit_text = "without an exit code" if status.exit_code is None else f"with exit code {status.exit_code}"
-        if journal.record(group.run_id, 0, j.TERMINAL, state="failed", exit_code=status.exit_code,
-                          step_ended=group.step,
-                          reason=f"step {group.step} container stopped {exit_text} without posting a result"):
+        if journal.finish(group.run_id, RunState.FAILED,
+                          f"step {group.step} container stopped {exit_text} without posting a result",
+                          step=group.step, exit_code=status.exit_code):
             report.failed.append(group.run_id)
             logger.warning("janitor: container stopped %s without a result; run failed", exit_text, extra=log)
-        report.removals.append(_removal(group, "no_result"))
+        report.removals.append(RemovalMessage(group.run_id, group.step, "no_result"))
 
 
-def _check_groupless_steps(ctx: Context, now: datetime, report: JanitorReport) -> None:
-    """Steps past their deadline whose group never appeared (e.g. a deployment that failed after
-    ARM accepted it): the owned-group pass cannot see them, the journal can."""
-    since = now - GROUPLESS_LOOKBACK  # ticks are minutes apart: an hour back sees every deadline once
-    rows = ctx.storage.table.query_entities(
-        "event eq @event and deadline ge @since and deadline lt @now",
-        parameters={"event": j.DEPLOYING, "since": since.isoformat(), "now": now.isoformat()})
-    for row in rows:
-        run_id, step = str(row["PartitionKey"]), int(row["step"])
-        journal = ctx.journal
-        if journal.get(run_id, 0, j.TERMINAL) is not None or journal.get(run_id, step, j.REMOVED) is not None:
+def _check_groupless_steps(ctx: Context, now: datetime, owned: set[str], report: JanitorReport) -> None:
+    """Active steps past their deadline whose group never appeared (e.g. a deployment that failed
+    after ARM accepted it): the owned-group pass cannot see them; the index's active steps can."""
+    journal = ctx.journal
+    for active in journal.index.active():
+        if active.container_group in owned or now <= parse_time(active.deadline):
             continue
-        group = container_group_name(run_id, step)
-        if ctx.executor.state(group).state != "missing":
-            continue  # the group exists: the owned-group pass deals with it
-        if journal.record(run_id, 0, j.TERMINAL, state="timed_out", step_ended=step,
-                          reason=f"no container group for step {step} at the deadline (deployment failed?)"):
-            report.timed_out.append(run_id)
-            logger.warning("janitor: step never got a container group; run timed out",
-                           extra={"run_id": run_id, "step": step})
-        deadline = str(row["deadline"])
-        report.removals.append(_removal(OwnedGroup(group, run_id, step, deadline), "no_group"))
+        log = {"run_id": active.run_id, "step": active.step}
+        if journal.get(active.run_id, active.step, EventType.REMOVED) is not None:
+            journal.index.deactivate(active.run_id, active.step)  # a removal that ended before its row went
+            continue
+        if ctx.executor.state(active.container_group).state != "missing":
+            continue  # it appeared since the list: the next tick sees it as an owned group
+        if journal.finish(active.run_id, RunState.TIMED_OUT,
+                          f"no container group for step {active.step} at the deadline (deployment failed?)",
+                          step=active.step):
+            report.timed_out.append(active.run_id)
+            logger.warning("janitor: step never got a container group; run timed out", extra=log)
+        report.removals.append(RemovalMessage(active.run_id, active.step, "no_group"))
 
 
 def _record_poisoned_runs(ctx: Context, report: JanitorReport) -> None:
@@ -178,18 +187,34 @@ def _record_poisoned_runs(ctx: Context, report: JanitorReport) -> None:
                 poisoned = decode_queue_text(message.content, kind)
             except EnvelopeError:
                 continue  # no run to attribute it to; counted in the poison stats
-            if ctx.journal.record(poisoned.run_id, 0, j.TERMINAL, state="failed", step_ended=poisoned.step,
-                                  reason=f"{queue} message for step {poisoned.step} was poisoned"):
+            if ctx.journal.finish(poisoned.run_id, RunState.FAILED,
+                                  f"{queue} message for step {poisoned.step} was poisoned", step=poisoned.step):
                 report.failed.append(poisoned.run_id)
                 logger.error("janitor: %s message poisoned; run failed", queue,
                              extra={"run_id": poisoned.run_id, "step": poisoned.step})
 
 
-def _removal(group: OwnedGroup, reason: str) -> RemovalMessage:
-    return RemovalMessage(
-        run_id=group.run_id, step=group.step, attempt=1, created_at=group.deadline, deadline=group.deadline,
-        variables={}, container_group=group.name, reason=reason,
-    )
+def expire_old_runs(ctx: Context, budget: int = RETENTION_BATCH) -> int:
+    """Delete the journal rows, index rows and logs of runs created more than RUN_RETENTION_DAYS ago,
+    oldest day first, at most `budget` runs; returns how many. Resumes where it stopped."""
+    index = ctx.journal.index
+    cutoff = (ctx.clock() - timedelta(days=ctx.settings.run_retention_days)).date()
+    day = index.oldest_day()
+    expired = 0
+    while day is not None and day < cutoff and expired < budget:
+        runs = index.day(day)[: budget - expired]
+        for run in runs:
+            ctx.journal.forget(run.run_id)
+            for blob in ctx.storage.logs.list_blobs(name_starts_with=f"{run.run_id}/"):
+                ctx.storage.logs.delete_blob(blob.name)
+            index.forget(run)
+            expired += 1
+        if expired < budget:  # the day is empty now
+            day += timedelta(days=1)
+            index.set_oldest_day(day)
+    if expired:
+        logger.info("janitor: %d run(s) older than %d days expired", expired, ctx.settings.run_retention_days)
+    return expired
 
 
 def _age(seconds: float | None) -> str:

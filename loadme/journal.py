@@ -1,9 +1,13 @@
-"""The run journal: one Table storage row per run event, and the run's state derived from them.
+"""The run journal: one Table storage row per run event, the run's state derived from them, and
+the index that lists runs without scanning (loadme.run_index).
 
 PartitionKey is the run id; RowKey is `<step:03d>-<event>`, deterministic, and rows are only
 ever inserted, never updated: a redelivered message that records the same event again finds the
-row there and adds nothing. The run's single terminal event (`000-terminal`) is insert-only too,
-so the first of racing outcomes (result, cancel, timeout) wins and the others are ignored.
+row there and adds nothing. A run ends through `Journal.finish` only: its single terminal row
+(`000-terminal`) is insert-only too, so the first of racing outcomes (result, cancel, timeout,
+poison) wins and the others learn they lost.
+
+Every recorded event is also one structured telemetry record (loadme.telemetry).
 """
 
 from __future__ import annotations
@@ -13,30 +17,59 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from loadme import telemetry
+from loadme.run_index import RunIndex
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
 
 logger = logging.getLogger(__name__)
 
-REQUESTED = "requested"
-DEPLOYING = "deploying"
-STARTED = "started"
-RESULT = "result"
-LOGS_ARCHIVED = "logs_archived"
-REMOVED = "removed"
-TERMINAL = "terminal"
 
-TERMINAL_STATES = ("succeeded", "failed", "timed_out", "cancelled")
-_JSON_FIELDS = ("variables", "steps", "ignored")
+class RunState(StrEnum):
+    """Where a run is. The last four are terminal: a run reaches exactly one of them, once."""
+
+    QUEUED = "queued"
+    DEPLOYING = "deploying"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED})
+
+
+class EventType(StrEnum):
+    """The events of a run, in the order they normally happen for a step."""
+
+    REQUESTED = "requested"
+    WAITING = "waiting"  # a step waits for capacity (admission control)
+    DEPLOYING = "deploying"
+    STARTED = "started"
+    RESULT = "result"
+    TERMINAL = "terminal"
+    LOGS_ARCHIVED = "logs_archived"
+    REMOVED = "removed"
+
+
+_JSON_FIELDS = ("variables", "steps", "ignored", "secrets")
 _TIMELINE_HIDDEN = ("variables", "steps", "digest", "fingerprint")
-_ORDER = {REQUESTED: 0, DEPLOYING: 1, STARTED: 2, RESULT: 3, TERMINAL: 4, LOGS_ARCHIVED: 5, REMOVED: 6}
+_ORDER: dict[str, int] = {e.value: i for i, e in enumerate(EventType)}
+_RUN_STEP = 0  # events of the run as a whole (requested, terminal) are recorded on step 0
 
 
-def row_key(step: int, event: str) -> str:
+def row_key(step: int, event: EventType) -> str:
     """The deterministic RowKey of an event."""
-    return f"{step:03d}-{event}"
+    return f"{step:03d}-{event.value}"
 
 
 @dataclass(frozen=True)
@@ -56,31 +89,42 @@ class Event:
 
 
 class Journal:
-    """Reads and writes run events in one table."""
+    """Reads and writes run events in one table; the only code that queries it."""
 
     def __init__(self, table: TableClient, clock: Callable[[], datetime]) -> None:
         self._table = table
         self._clock = clock
+        self.index = RunIndex(table, clock)
 
-    def record(self, run_id: str, step: int, event: str, **details: Any) -> bool:
+    # ---- events --------------------------------------------------------------------------------
+    def record(self, run_id: str, step: int, event: EventType, **details: Any) -> bool:
         """Insert an event; False (and nothing written) if that event was already recorded."""
         from azure.core.exceptions import ResourceExistsError
 
         entity: dict[str, Any] = {
             "PartitionKey": run_id, "RowKey": row_key(step, event),
-            "event": event, "step": step, "at": self._clock().isoformat(),
+            "event": event.value, "step": step, "at": self._clock().isoformat(),
         }
         for key, value in details.items():
+            if value is None:
+                continue  # Table storage has no null; an absent property reads as missing
             entity[key] = json.dumps(value, sort_keys=True) if key in _JSON_FIELDS else value
         try:
             self._table.create_entity(entity)
         except ResourceExistsError:
-            logger.info("journal: %s already recorded for step %d", event, step,
+            logger.info("journal: %s already recorded for step %d", event.value, step,
                         extra={"run_id": run_id, "step": step})
             return False
+        telemetry.emit(
+            telemetry.RUN_EVENT, "run %s step %d: %s", run_id, step, event.value,
+            run_id=run_id, step=step, event=event.value, state=details.get("state"),
+            duration_seconds=details.get("duration_seconds"), exit_code=details.get("exit_code"),
+            reason=details.get("reason"), trigger=details.get("trigger"),
+            container_group=details.get("container_group"),
+        )
         return True
 
-    def get(self, run_id: str, step: int, event: str) -> Event | None:
+    def get(self, run_id: str, step: int, event: EventType) -> Event | None:
         """One event, or None."""
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -95,6 +139,58 @@ class Journal:
         rows = self._table.query_entities("PartitionKey eq @run", parameters={"run": run_id})
         found = [_event(row) for row in rows]
         return sorted(found, key=lambda e: (e.at, e.step, _ORDER.get(e.event, 9)))
+
+    # ---- the run as a whole --------------------------------------------------------------------
+    def requested(self, run_id: str) -> Event | None:
+        """The run's `requested` event (None for an unknown run)."""
+        return self.get(run_id, _RUN_STEP, EventType.REQUESTED)
+
+    def terminal(self, run_id: str) -> Event | None:
+        """The run's terminal event, once it ended."""
+        return self.get(run_id, _RUN_STEP, EventType.TERMINAL)
+
+    def start(self, run_id: str, created_at: str, trigger: str, steps: list[dict[str, Any]], **details: Any) -> bool:
+        """Record a new run and put it in the index; False when the run was already recorded."""
+        recorded = self.record(run_id, _RUN_STEP, EventType.REQUESTED, created_at=created_at, trigger=trigger,
+                               steps=steps, **details)
+        # Also after a lost race or a crash between the two writes: the index row is an upsert.
+        self.index.add(run_id, created_at, trigger, len(steps), steps[0]["image"] if steps else "")
+        return recorded
+
+    def reindex(self, requested: Event) -> None:
+        """Make sure a recorded run is in the index (a crash may have come between the two writes)."""
+        steps = requested.details.get("steps") or []
+        self.index.add(requested.run_id, str(requested.details.get("created_at") or requested.at),
+                       str(requested.details.get("trigger", "")), len(steps), steps[0]["image"] if steps else "")
+
+    def finish(self, run_id: str, state: RunState, reason: str = "", step: int = _RUN_STEP,
+               exit_code: int | None = None) -> bool:
+        """End the run in `state`. True when this call ended it; False when it had already ended
+        (the first outcome wins: a late result, cancel, timeout or poison changes nothing)."""
+        if not state.terminal:
+            raise ValueError(f"{state} is not a terminal state")
+        requested = self.requested(run_id)
+        created_at = str(requested.details.get("created_at") or requested.at) if requested else ""
+        now = self._clock()
+        duration = (now - datetime.fromisoformat(created_at)).total_seconds() if created_at else None
+        won = self.record(run_id, _RUN_STEP, EventType.TERMINAL, state=state.value, reason=reason,
+                          step_ended=step or None, exit_code=exit_code, duration_seconds=duration)
+        if won and created_at:
+            self.index.finish(run_id, created_at, state.value, now.isoformat(), duration, exit_code, reason)
+        return won
+
+    def forget(self, run_id: str) -> None:
+        """Delete every row of a run (retention); its index row is the index's to delete."""
+        rows = [{"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]} for e in self._table.query_entities(
+            "PartitionKey eq @run", parameters={"run": run_id}, select=["PartitionKey", "RowKey"])]
+        for start in range(0, len(rows), 100):  # one entity group transaction holds at most 100
+            self._table.submit_transaction([("delete", row) for row in rows[start:start + 100]])
+
+    def set_state(self, run_id: str, state: RunState) -> None:
+        """Show a run's progress (deploying, running) in the index; never undoes an end."""
+        requested = self.requested(run_id)
+        if requested is not None:
+            self.index.progress(run_id, str(requested.details.get("created_at") or requested.at), state.value)
 
 
 def _event(entity: Any) -> Event:
@@ -111,7 +207,7 @@ class RunView:
     """A run as the status API shows it."""
 
     run_id: str
-    state: str
+    state: RunState
     cleaned_up: bool
     variables: dict[str, str]
     steps: int
@@ -119,13 +215,13 @@ class RunView:
     events: list[Event]
     logs: list[str]
     plan: list[dict[str, Any]]
+    reason: str
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "state": self.state, "cleaned_up": self.cleaned_up,
-            "current_step": self.current_step, "steps": self.steps,
-            "variables": self.variables, "logs": self.logs,
-            "plan": self.plan,
+            "run_id": self.run_id, "state": self.state.value, "reason": self.reason,
+            "cleaned_up": self.cleaned_up, "current_step": self.current_step, "steps": self.steps,
+            "variables": self.variables, "logs": self.logs, "plan": self.plan,
             "events": [e.as_dict() for e in self.events],
         }
 
@@ -135,22 +231,26 @@ def derive_run(run_id: str, events: list[Event]) -> RunView | None:
     if not events:
         return None
     by_key = {(e.step, e.event): e for e in events}
-    requested = by_key.get((0, REQUESTED))
-    terminal = by_key.get((0, TERMINAL))
-    steps_started = {e.step for e in events if e.event == STARTED}
-    steps_removed = {e.step for e in events if e.event == REMOVED}
+    requested = by_key.get((_RUN_STEP, EventType.REQUESTED.value))
+    terminal = by_key.get((_RUN_STEP, EventType.TERMINAL.value))
+    steps_started = {e.step for e in events if e.event == EventType.STARTED}
+    steps_removed = {e.step for e in events if e.event == EventType.REMOVED}
     current = max((e.step for e in events), default=0)
+    reason = ""
     if terminal is not None:
-        state = str(terminal.details.get("state", "failed"))
-    elif (current, STARTED) in by_key or (current, RESULT) in by_key:
-        state = "running"
-    elif (current, DEPLOYING) in by_key:
-        state = "deploying"
+        state = RunState(str(terminal.details.get("state", RunState.FAILED.value)))
+        reason = str(terminal.details.get("reason", ""))
+    elif (current, EventType.STARTED.value) in by_key or (current, EventType.RESULT.value) in by_key:
+        state = RunState.RUNNING
+    elif (current, EventType.DEPLOYING.value) in by_key:
+        state = RunState.DEPLOYING
     else:
-        state = "queued"
+        state = RunState.QUEUED
+        waiting = by_key.get((current, EventType.WAITING.value))
+        reason = str(waiting.details.get("reason", "")) if waiting else ""
     variables: dict[str, str] = {}
     for event in events:
-        if event.event in (REQUESTED, RESULT) and "variables" in event.details:
+        if event.event in (EventType.REQUESTED, EventType.RESULT) and "variables" in event.details:
             variables = event.details["variables"]
     return RunView(
         run_id=run_id,
@@ -161,5 +261,6 @@ def derive_run(run_id: str, events: list[Event]) -> RunView | None:
         plan=list(requested.details.get("steps", [])) if requested else [],
         current_step=current,
         events=events,
-        logs=[str(e.details["blob"]) for e in events if e.event == LOGS_ARCHIVED],
+        logs=[str(e.details["blob"]) for e in events if e.event == EventType.LOGS_ARCHIVED],
+        reason=reason,
     )

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from loadme.api import MAX_BODY_BYTES, MAX_COMMAND_ARGS, MAX_IDEMPOTENCY_KEY, MAX_STEPS
-from loadme.journal import TERMINAL_STATES
+from loadme.journal import RunState
 from loadme.settings import MAX_TIMEOUT_SECONDS
 
-STATES = ["queued", "deploying", "running", *TERMINAL_STATES]
+STATES = [state.value for state in RunState]
 
 
 def _error(description: str) -> dict[str, Any]:

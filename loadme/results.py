@@ -12,11 +12,10 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 
-from loadme import journal as j
 from loadme.context import Context
 from loadme.envelope import RemovalMessage, ResultMessage, StepMessage, StepPlan, bounded_tail
 from loadme.errors import VariableError
-from loadme.names import container_group_name
+from loadme.journal import Event, EventType, RunState
 from loadme.runs import reserved_variables
 from loadme.tokens import verify_result_token
 from loadme.variables import redact
@@ -39,22 +38,22 @@ def accept_result(ctx: Context, msg: ResultMessage) -> FollowUps:
         logger.warning("result rejected: wrong result token", extra=log)
         return FollowUps()
     journal = ctx.journal
-    deployed = journal.get(msg.run_id, msg.step, j.DEPLOYING)
+    deployed = journal.get(msg.run_id, msg.step, EventType.DEPLOYING)
     if deployed is None:
         logger.warning("result rejected: step was never deployed", extra=log)
         return FollowUps()
     digest = hashlib.sha256(msg.to_json().encode()).hexdigest()
-    accepted = journal.get(msg.run_id, msg.step, j.RESULT)
+    accepted = journal.get(msg.run_id, msg.step, EventType.RESULT)
     if accepted is not None:
-        if accepted.details.get("digest") == digest and journal.get(msg.run_id, msg.step, j.REMOVED) is None:
+        if accepted.details.get("digest") == digest and journal.get(msg.run_id, msg.step, EventType.REMOVED) is None:
             logger.info("result redelivered; re-sending its follow-ups", extra=log)
             return _follow_ups(ctx, deployed, accepted)
         logger.warning("result rejected: a result for this step was already accepted (replay)", extra=log)
         return FollowUps()
-    terminal = journal.get(msg.run_id, 0, j.TERMINAL)
+    terminal = journal.terminal(msg.run_id)
     if terminal is not None:
         logger.warning("late result ignored: run is already %s", terminal.details.get("state"), extra=log)
-        return FollowUps(removals=[_removal(deployed, "late_result")])
+        return FollowUps(removals=[RemovalMessage(msg.run_id, msg.step, "late_result")])
     try:
         merged, ignored = ctx.variables.merge_job_output(deployed.details["variables"], msg.variables)
         reason = ""
@@ -66,42 +65,33 @@ def accept_result(ctx: Context, msg: ResultMessage) -> FollowUps:
     tail = bounded_tail(redact(msg.log_tail, ctx.settings.secret_values))
     exit_code = msg.exit_code if not reason else (msg.exit_code or 1)
     journal.record(
-        msg.run_id, msg.step, j.RESULT, exit_code=exit_code, variables=merged, ignored=ignored,
+        msg.run_id, msg.step, EventType.RESULT, exit_code=exit_code, variables=merged, ignored=ignored,
         digest=digest, finished_at=msg.finished_at, log_tail=tail, reason=reason, log_uploaded=msg.log_uploaded,
     )
-    accepted = journal.get(msg.run_id, msg.step, j.RESULT)
+    accepted = journal.get(msg.run_id, msg.step, EventType.RESULT)
     assert accepted is not None
     logger.info("result accepted: exit code %d", exit_code, extra=log)
     return _follow_ups(ctx, deployed, accepted)
 
 
-def _follow_ups(ctx: Context, deployed: j.Event, accepted: j.Event) -> FollowUps:
+def _follow_ups(ctx: Context, deployed: Event, accepted: Event) -> FollowUps:
     """What follows an accepted result: the next step, or the run's end; always the removal."""
     run_id, step = deployed.run_id, deployed.step
     steps = tuple(StepPlan(s["image"], tuple(s["command"])) for s in deployed.details["steps"])
     exit_code = int(accepted.details["exit_code"])
     variables: dict[str, str] = accepted.details["variables"]
-    follow = FollowUps(removals=[_removal(deployed, "finished")])
+    follow = FollowUps(removals=[RemovalMessage(run_id, step, "finished")])
     if exit_code == 0 and step < len(steps):
         d = deployed.details
         nxt = step + 1
         follow.next_steps.append(StepMessage(
             run_id=run_id, step=nxt, attempt=1, created_at=d["created_at"], deadline=d["deadline"],
+            trigger=d["trigger"], steps=steps,
             variables={**variables, **reserved_variables(
                 ctx, run_id, nxt, steps[nxt - 1], d["created_at"], d["deadline"], d["trigger"])},
-            steps=steps, trigger=d["trigger"],
         ))
     else:
         reason = accepted.details.get("reason") or ("" if exit_code == 0 else f"step {step} exited {exit_code}")
-        ctx.journal.record(run_id, 0, j.TERMINAL, state="succeeded" if exit_code == 0 else "failed",
-                           exit_code=exit_code, reason=reason, step_ended=step)
+        ctx.journal.finish(run_id, RunState.SUCCEEDED if exit_code == 0 else RunState.FAILED, reason, step=step,
+                           exit_code=exit_code)
     return follow
-
-
-def _removal(deployed: j.Event, reason: str) -> RemovalMessage:
-    d = deployed.details
-    return RemovalMessage(
-        run_id=deployed.run_id, step=deployed.step, attempt=1, created_at=d["created_at"],
-        deadline=d["deadline"], variables={},
-        container_group=container_group_name(deployed.run_id, deployed.step), reason=reason,
-    )

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from loadme import journal as j
+from loadme import contract
 from loadme.api import StartRequest
 from loadme.context import Context
 from loadme.envelope import StepMessage, StepPlan
 from loadme.errors import RequestError
+from loadme.journal import derive_run
 from loadme.names import container_group_name, new_run_id
 
 logger = logging.getLogger(__name__)
@@ -37,13 +38,13 @@ def reserved_variables(
     """The variables only the orchestrator sets, for one step of a run."""
     name = ctx.variables.name
     return {
-        name("RunId"): run_id,
-        name("Step"): str(step),
-        name("ContainerGroup"): container_group_name(run_id, step),
-        name("Image"): plan.image,
-        name("CreatedAt"): created_at,
-        name("Deadline"): deadline,
-        name("Trigger"): trigger,
+        name(contract.RUN_ID): run_id,
+        name(contract.STEP): str(step),
+        name(contract.CONTAINER_GROUP): container_group_name(run_id, step),
+        name(contract.IMAGE): plan.image,
+        name(contract.CREATED_AT): created_at,
+        name(contract.DEADLINE): deadline,
+        name(contract.TRIGGER): trigger,
     }
 
 
@@ -77,12 +78,12 @@ def start_run(ctx: Context, request: StartRequest, trigger: str, run_id: str | N
     }
     ctx.variables.check_size(variables)
     message = StepMessage(
-        run_id=run_id, step=1, attempt=1, created_at=created_at, deadline=deadline,
-        variables=variables, steps=request.steps, trigger=trigger,
+        run_id=run_id, step=1, attempt=1, created_at=created_at, deadline=deadline, trigger=trigger,
+        variables=variables, steps=request.steps,
     )
-    recorded = ctx.journal.record(
-        run_id, 0, j.REQUESTED, trigger=trigger, variables=variables, deadline=deadline, fingerprint=fingerprint,
-        steps=[{"image": s.image, "command": list(s.command)} for s in request.steps],
+    recorded = ctx.journal.start(
+        run_id, created_at, trigger, [{"image": s.image, "command": list(s.command)} for s in request.steps],
+        variables=variables, deadline=deadline, fingerprint=fingerprint,
     )
     if not recorded:  # a concurrent request with the same idempotency key recorded it first
         existing = _existing_run(ctx, run_id, fingerprint)
@@ -96,17 +97,18 @@ def start_run(ctx: Context, request: StartRequest, trigger: str, run_id: str | N
 def _existing_run(ctx: Context, run_id: str, fingerprint: str) -> Started | None:
     """The run an idempotency key already started, or None. Raises RequestError (422) when it was
     started by a different request."""
-    existing = ctx.journal.get(run_id, 0, j.REQUESTED)
+    existing = ctx.journal.requested(run_id)
     if existing is None:
         return None
     if existing.details.get("fingerprint") != fingerprint:
         raise RequestError(422, "Idempotency-Key was already used for a different request")
+    ctx.journal.reindex(existing)
     logger.info("run already exists; not starting it again", extra={"run_id": run_id})
     return Started(run_id, None)
 
 
 def run_status(ctx: Context, run_id: str) -> dict[str, Any] | None:
     """The status document of a run, or None when the run is unknown."""
-    view = j.derive_run(run_id, ctx.journal.events(run_id))
+    view = derive_run(run_id, ctx.journal.events(run_id))
     return view.as_dict() if view else None
 

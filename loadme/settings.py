@@ -1,35 +1,228 @@
-"""Typed app settings, built once from an injectable mapping (normally `os.environ`).
+"""Typed app settings from one table: name, default, parser, when it is needed, and what it means.
 
-Every problem is collected and reported at once, by setting name, in one `SettingsError`.
-Secret values (the result key, secret variables, connection strings) are kept out of `repr`.
+`SETTINGS` is the only definition: `Settings.from_mapping` builds and validates the typed object
+from it (every missing or invalid setting reported at once, by name), `function_app.py` takes its
+trigger parameters from it (`binding_schedule`, `is_set`), and the README's settings table is
+rendered from it (`python -m loadme.settings`; a test keeps the README in step). This module is
+the only one that reads the process environment (`from_environment`). Secret values (the result
+key, secret variables, connection strings) are kept out of `repr`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from loadme.errors import SettingsError, VariableError
-from loadme.variables import VariableFactory
+from loadme.variables import DEFAULT_PREFIX, VariableFactory
 
-T = TypeVar("T")
-
-EXECUTORS = ("local", "aci")
-DEPLOY_MODES = ("templatespec", "direct")
-REGISTRY_AUTH_MODES = ("identity", "admin")
-RESULT_AUTH_MODES = ("sas", "identity")
 PREFIX_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MIN_RESULT_KEY_LENGTH = 32
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
-
-# Settings the code itself reads (the infra contract test checks the templates set them).
 STORAGE_SETTING = "AzureWebJobsStorage"
 STORAGE_ACCOUNT_SETTING = "AzureWebJobsStorage__accountName"
-SCHEDULE_SETTING = "SCHEDULED_INIT_SCHEDULE"
-JANITOR_SCHEDULE_SETTING = "JANITOR_SCHEDULE"
+
+
+# ---- parsers: text -> value, or ValueError naming the problem ------------------------------------
+def _text(value: str) -> str:
+    return value
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"{value!r} is not one of {', '.join(options)}")
+        return value
+    parse.__doc__ = " or ".join(f"`{o}`" for o in options)
+    return parse
+
+
+def _bounded(cast: Callable[[str], float], kind: str, low: float, high: float) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        try:
+            number = cast(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not {kind}") from exc
+        if not low <= number <= high:
+            raise ValueError(f"{number} is outside {low}..{high}")
+        return number
+    return parse
+
+
+def _matching(pattern: str, problem: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(problem)
+        return value
+    return parse
+
+
+def _json(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg})") from exc
+
+
+def _json_object(value: str) -> dict[str, str]:
+    data = _json(value)
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError("must be a JSON object of strings")
+    return data
+
+
+def _json_list(value: str) -> tuple[str, ...]:
+    data = _json(value)
+    if not isinstance(data, list) or not data or not all(isinstance(v, str) and v for v in data):
+        raise ValueError("must be a non-empty JSON array of strings")
+    return tuple(data)
+
+
+# In Azure a secret setting is a Key Vault reference the platform resolves; when it cannot (no access,
+# no such secret) the app sees the reference text itself, which must never pass for the value.
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+UNRESOLVED = ("is an unresolved Key Vault reference (check the app's access to the vault and the secret's "
+              "name; the portal shows each reference's status)")
+
+
+def _resolved(value: str) -> str:
+    if value.startswith(KEY_VAULT_REFERENCE):
+        raise ValueError(UNRESOLVED)
+    return value
+
+
+def _result_key(value: str) -> bytes:
+    _resolved(value)
+    if len(value) < MIN_RESULT_KEY_LENGTH:
+        raise ValueError(f"must be at least {MIN_RESULT_KEY_LENGTH} characters")
+    return value.encode()
+
+
+def _int(low: int, high: int) -> Callable[[str], Any]:
+    return _bounded(int, "an integer", low, high)
+
+
+def _float(low: float, high: float) -> Callable[[str], Any]:
+    return _bounded(float, "a number", low, high)
+
+
+# ---- the table ---------------------------------------------------------------------------------
+ALWAYS, OPTIONAL = "yes", ""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One app setting. `default` None makes it required when `needed_when` holds (always by
+    default); `needed` is what the README says about that."""
+
+    name: str
+    attribute: str
+    doc: str
+    default: str | None = None
+    parse: Callable[[str], Any] = _text
+    needed: str = ALWAYS
+    needed_when: Callable[[Mapping[str, str]], bool] = field(default=lambda env: True)
+    secret: bool = False
+
+    def raw(self, env: Mapping[str, str]) -> str | None:
+        """The value as set (stripped), or the default."""
+        value = str(env.get(self.name) or "").strip()
+        return value or self.default
+
+
+def _aci(env: Mapping[str, str]) -> bool:
+    return str(env.get("EXECUTOR", "")).strip() == "aci"
+
+
+def _aci_templatespec(env: Mapping[str, str]) -> bool:
+    return _aci(env) and (str(env.get("DEPLOY_MODE") or "").strip() or "templatespec") == "templatespec"
+
+
+def _aci_admin(env: Mapping[str, str]) -> bool:
+    return _aci(env) and str(env.get("REGISTRY_AUTH") or "").strip() == "admin"
+
+
+def _aci_identity_results(env: Mapping[str, str]) -> bool:
+    return _aci(env) and str(env.get("RESULT_AUTH") or "").strip() == "identity"
+
+
+WITH_ACI = "with `EXECUTOR=aci`"
+SETTINGS: tuple[Setting, ...] = (
+    Setting("EXECUTOR", "executor", "`local` (processes on this machine) or `aci`", parse=_choice("local", "aci")),
+    Setting(STORAGE_SETTING, "storage_connection_string",
+            f"storage connection string (queues, journal, logs); or `{STORAGE_ACCOUNT_SETTING}` for an "
+            "identity-based connection (then `RESULT_AUTH=identity`)", needed="yes*", secret=True,
+            needed_when=lambda env: not str(env.get(STORAGE_ACCOUNT_SETTING) or "").strip()),
+    Setting(STORAGE_ACCOUNT_SETTING, "storage_account_name",
+            "storage account name for an identity-based connection (Azure)", needed=OPTIONAL,
+            needed_when=lambda env: False),
+    Setting("RESULT_KEY", "result_key", "HMAC key of result tokens, at least 32 characters (a Key Vault "
+            "reference in Azure)", parse=_result_key, secret=True),
+    Setting("DEFAULT_IMAGE", "default_image", "image when a request names none"),
+    Setting("DEFAULT_COMMAND", "default_command", "job command when a request names none (JSON array)",
+            default='["python", "jobs/demo_job.py"]', parse=_json_list, needed=OPTIONAL),
+    Setting("DEFAULT_VARIABLES", "default_variables", "variables every run starts with (JSON object); the "
+            "request's win", default="{}", parse=_json_object, needed=OPTIONAL),
+    Setting("VARIABLE_PREFIX", "variable_prefix", "the variable name prefix", default=DEFAULT_PREFIX,
+            parse=_matching(r"[A-Za-z_][A-Za-z0-9_]*", "must match [A-Za-z_][A-Za-z0-9_]*"), needed=OPTIONAL),
+    Setting("RUN_TIMEOUT_SECONDS", "run_timeout_seconds", "default deadline of a run", default="3600",
+            parse=_int(1, MAX_TIMEOUT_SECONDS), needed=OPTIONAL),
+    Setting("SECRET_VARIABLES", "secret_variables", "JSON object: secret variable -> name of the app setting "
+            "holding its value", default="{}", parse=_json_object, needed=OPTIONAL, secret=True),
+    Setting("RESULT_AUTH", "result_auth", "how the container posts its result and log: `sas` (SASes that allow "
+            "only that; needs the account key) or `identity`", default="sas", parse=_choice("sas", "identity"),
+            needed=OPTIONAL),
+    Setting("JOURNAL_TABLE", "journal_table", "the journal table (runs, events and their index)",
+            default="loadmeruns", parse=_matching(r"[A-Za-z][A-Za-z0-9]{2,62}", "not a valid table name"),
+            needed=OPTIONAL),
+    Setting("LOGS_CONTAINER", "logs_container", "blob container of the archived container logs",
+            default="loadme-logs", parse=_matching(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}",
+                                                   "not a valid blob container name"), needed=OPTIONAL),
+    Setting("RUN_RETENTION_DAYS", "run_retention_days", "days a run's journal rows and logs are kept",
+            default="30", parse=_int(1, 3650), needed=OPTIONAL),
+    Setting("SCHEDULED_INIT_SCHEDULE", "schedule", "NCRONTAB (six fields) of `scheduled_init`; the timer "
+            "exists only when set", default="", needed=OPTIONAL),
+    Setting("SCHEDULED_INIT_VARIABLES", "scheduled_variables", "the variables of timer-started runs",
+            default="{}", parse=_json_object, needed=OPTIONAL),
+    Setting("JANITOR_SCHEDULE", "janitor_schedule", "NCRONTAB of the janitor", default="0 */5 * * * *",
+            needed=OPTIONAL),
+    Setting("RESULT_GRACE_SECONDS", "result_grace_seconds", "how long after a container stops the janitor "
+            "waits for its result", default="120", parse=_int(1, 3600), needed=OPTIONAL),
+    Setting("LOCAL_EXECUTOR_DIR", "local_executor_dir", "where the local executor keeps its process records",
+            default=".loadme/containers", needed=OPTIONAL),
+    Setting("AZURE_SUBSCRIPTION_ID", "subscription_id", "subscription of the container groups", needed=WITH_ACI,
+            needed_when=_aci),
+    Setting("DEPLOYMENT_RESOURCE_GROUP", "resource_group", "resource group of the container groups",
+            needed=WITH_ACI, needed_when=_aci),
+    Setting("ACI_LOCATION", "location", "region of the container groups", needed=WITH_ACI, needed_when=_aci),
+    Setting("CONTAINER_IDENTITY_ID", "identity_id", "resource id of the user-assigned identity the containers "
+            "run as (image pull, result post)", needed=WITH_ACI, needed_when=_aci),
+    Setting("REGISTRY_SERVER", "registry_server", "login server of the registry (e.g. `myacr.azurecr.io`)",
+            needed=WITH_ACI, needed_when=_aci),
+    Setting("DEPLOY_MODE", "deploy_mode", "`templatespec` (an ARM deployment of the template spec) or `direct`",
+            default="templatespec", parse=_choice("templatespec", "direct"), needed=OPTIONAL),
+    Setting("TEMPLATE_SPEC_VERSION_ID", "template_spec_version_id", "resource id of the template spec version",
+            needed="with `DEPLOY_MODE=templatespec`", needed_when=_aci_templatespec),
+    Setting("REGISTRY_AUTH", "registry_auth", "`identity` (AcrPull by the containers' identity) or `admin`",
+            default="identity", parse=_choice("identity", "admin"), needed=OPTIONAL),
+    Setting("REGISTRY_RESOURCE_ID", "registry_resource_id", "resource id of the registry (admin credentials)",
+            needed="with `REGISTRY_AUTH=admin`", needed_when=_aci_admin),
+    Setting("CONTAINER_IDENTITY_CLIENT_ID", "identity_client_id", "client id of the containers' identity",
+            needed="with `RESULT_AUTH=identity`", needed_when=_aci_identity_results),
+    Setting("CONTAINER_CPU", "cpu", "cores of each container", default="1.0", parse=_float(0.1, 4.0),
+            needed=OPTIONAL),
+    Setting("CONTAINER_MEMORY_GB", "memory_gb", "memory of each container", default="1.5",
+            parse=_float(0.1, 16.0), needed=OPTIONAL),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+_ACI_ATTRIBUTES = ("subscription_id", "resource_group", "location", "deploy_mode", "template_spec_version_id",
+                   "identity_id", "registry_server", "registry_auth", "registry_resource_id", "identity_client_id",
+                   "cpu", "memory_gb")
 
 
 @dataclass(frozen=True)
@@ -62,6 +255,7 @@ class Settings:
     run_timeout_seconds: int
     journal_table: str
     logs_container: str
+    run_retention_days: int
     result_auth: str
     storage_connection_string: str | None = field(repr=False)
     storage_account_name: str | None
@@ -81,188 +275,99 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
-        """Build and validate settings from `env`.
-
-        Raises SettingsError naming every missing or invalid setting.
-        """
-        reader = _Reader(env)
-        prefix = reader.text("VARIABLE_PREFIX", "___", check=_check_prefix)
-        executor = reader.choice("EXECUTOR", EXECUTORS, None)
-        conn = env.get(STORAGE_SETTING, "").strip() or None
-        account = env.get(STORAGE_ACCOUNT_SETTING, "").strip() or None
-        if conn is None and account is None:
-            reader.problems.append(
-                f"{STORAGE_SETTING}: missing (a connection string, or {STORAGE_ACCOUNT_SETTING} "
-                "for an identity-based connection)"
-            )
-        result_auth = reader.choice("RESULT_AUTH", RESULT_AUTH_MODES, "sas")
-        if result_auth == "sas" and conn is None and account is not None:
-            reader.problems.append(
-                "RESULT_AUTH: 'sas' needs an account key; with an identity-based "
-                f"{STORAGE_SETTING} use RESULT_AUTH=identity"
-            )
-        key = reader.text("RESULT_KEY", None, check=_check_result_key)
-        secret_map = reader.json_object("SECRET_VARIABLES", {})
-        secrets: dict[str, str] = {}
-        for var_name, setting_name in secret_map.items():
-            if not var_name.startswith(prefix) or not PREFIX_PATTERN.match(var_name[len(prefix):] or "-"):
-                reader.problems.append(f"SECRET_VARIABLES: {var_name!r} is not a valid variable name")
-            elif setting_name not in env or not env[setting_name]:
-                reader.problems.append(
-                    f"SECRET_VARIABLES: {var_name} refers to setting {setting_name!r}, which is missing"
-                )
-            else:
-                secrets[var_name] = env[setting_name]
-        settings = cls(
-            executor=executor,
-            variable_prefix=prefix,
-            default_image=reader.text("DEFAULT_IMAGE", None),
-            default_command=tuple(reader.json_list("DEFAULT_COMMAND", ["python", "jobs/demo_job.py"])),
-            default_variables=reader.json_object("DEFAULT_VARIABLES", {}),
-            run_timeout_seconds=reader.integer("RUN_TIMEOUT_SECONDS", 3600, 1, MAX_TIMEOUT_SECONDS),
-            journal_table=reader.text("JOURNAL_TABLE", "loadmeruns", check=_check_table),
-            logs_container=reader.text("LOGS_CONTAINER", "loadme-logs", check=_check_blob_container),
-            result_auth=result_auth,
-            storage_connection_string=conn,
-            storage_account_name=account,
-            result_key=key.encode(),
-            secret_variables=secrets,
-            scheduled_variables=reader.json_object("SCHEDULED_INIT_VARIABLES", {}),
-            schedule=env.get(SCHEDULE_SETTING, "").strip() or None,
-            janitor_schedule=env.get(JANITOR_SCHEDULE_SETTING, "").strip() or "0 */5 * * * *",
-            result_grace_seconds=reader.integer("RESULT_GRACE_SECONDS", 120, 1, 3600),
-            local_executor_dir=reader.text("LOCAL_EXECUTOR_DIR", ".loadme/containers"),
-            aci=_aci_settings(reader, result_auth) if executor == "aci" else None,
-        )
-        for setting, values in (("DEFAULT_VARIABLES", settings.default_variables),
-                                ("SCHEDULED_INIT_VARIABLES", settings.scheduled_variables)):
-            factory = VariableFactory(prefix, secrets)
+        """Build and validate settings from `env`. Raises SettingsError naming every problem."""
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = setting.raw(env)
+            if raw is None:
+                if setting.needed_when(env):
+                    problems.append(f"{setting.name}: missing" + (
+                        f" (a connection string, or {STORAGE_ACCOUNT_SETTING} for an identity-based connection)"
+                        if setting.name == STORAGE_SETTING else ""))
+                values[setting.attribute] = None
+                continue
             try:
-                factory.validate_requested(values)
+                values[setting.attribute] = setting.parse(raw)
+            except ValueError as exc:
+                problems.append(f"{setting.name}: {exc}")
+                values[setting.attribute] = None
+        prefix = values["variable_prefix"] or DEFAULT_PREFIX
+        if values["result_auth"] == "sas" and not values["storage_connection_string"] \
+                and values["storage_account_name"]:
+            problems.append(f"RESULT_AUTH: 'sas' needs an account key; with an identity-based {STORAGE_SETTING} "
+                            "use RESULT_AUTH=identity")
+        values["secret_variables"] = _secrets(values["secret_variables"] or {}, prefix, env, problems)
+        factory = VariableFactory(prefix, values["secret_variables"])
+        for name, attribute in (("DEFAULT_VARIABLES", "default_variables"),
+                                ("SCHEDULED_INIT_VARIABLES", "scheduled_variables")):
+            try:
+                factory.validate_requested(values[attribute] or {})
             except VariableError as exc:
-                reader.problems.append(f"{setting}: {exc.message}")
-        if reader.problems:
-            raise SettingsError(reader.problems)
-        return settings
+                problems.append(f"{name}: {exc.message}")
+        if problems:
+            raise SettingsError(problems)
+        aci = _aci_settings(values)
+        values["schedule"] = values["schedule"] or None
+        return cls(**values, aci=aci if values["executor"] == "aci" else None)
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        """Settings from the process environment (the app settings). Raises SettingsError."""
+        return cls.from_mapping(os.environ)
 
 
-def _aci_settings(reader: _Reader, result_auth: str) -> AciSettings:
-    mode = reader.choice("DEPLOY_MODE", DEPLOY_MODES, "templatespec")
-    registry_auth = reader.choice("REGISTRY_AUTH", REGISTRY_AUTH_MODES, "identity")
-    return AciSettings(
-        subscription_id=reader.text("AZURE_SUBSCRIPTION_ID", None),
-        resource_group=reader.text("DEPLOYMENT_RESOURCE_GROUP", None),
-        location=reader.text("ACI_LOCATION", None),
-        deploy_mode=mode,
-        template_spec_version_id=(
-            reader.text("TEMPLATE_SPEC_VERSION_ID", None) if mode == "templatespec" else ""
-        ),
-        identity_id=reader.text("CONTAINER_IDENTITY_ID", None),
-        registry_server=reader.text("REGISTRY_SERVER", None),
-        registry_auth=registry_auth,
-        registry_resource_id=(
-            reader.text("REGISTRY_RESOURCE_ID", None) if registry_auth == "admin" else ""
-        ),
-        identity_client_id=(
-            reader.text("CONTAINER_IDENTITY_CLIENT_ID", None) if result_auth == "identity" else ""
-        ),
-        cpu=reader.number("CONTAINER_CPU", 1.0, 0.1, 4.0),
-        memory_gb=reader.number("CONTAINER_MEMORY_GB", 1.5, 0.1, 16.0),
-    )
+def _aci_settings(values: dict[str, Any]) -> AciSettings:
+    """Take the ACI attributes out of `values` (strings default to empty)."""
+    text = {a: str(values.pop(a) or "") for a in _ACI_ATTRIBUTES if a not in ("cpu", "memory_gb")}
+    return AciSettings(**text, cpu=float(values.pop("cpu")), memory_gb=float(values.pop("memory_gb")))
 
 
-class _Reader:
-    """Reads typed values from a mapping, collecting problems instead of stopping at the first."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
-
-    def _raw(self, name: str, default: T | None) -> str | T | None:
-        value = self.env.get(name, "")
-        if value is None or str(value).strip() == "":
-            if default is None:
-                self.problems.append(f"{name}: missing")
-            return default
-        return str(value).strip()
-
-    def text(self, name: str, default: str | None, check: Callable[[str], str | None] | None = None) -> str:
-        value = self._raw(name, default)
-        if value is None:
-            return ""
-        assert isinstance(value, str)
-        if check is not None:
-            problem = check(value)
-            if problem:
-                self.problems.append(f"{name}: {problem}")
-        return value
-
-    def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str:
-        value = self.text(name, default)
-        if value and value not in choices:
-            self.problems.append(f"{name}: {value!r} is not one of {', '.join(choices)}")
-        return value
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        return int(self._bounded(name, default, low, high, int, "an integer"))
-
-    def number(self, name: str, default: float, low: float, high: float) -> float:
-        return float(self._bounded(name, default, low, high, float, "a number"))
-
-    def _bounded(self, name: str, default: float, low: float, high: float,
-                 cast: Callable[[Any], float], kind: str) -> float:
-        value = self._raw(name, default)
-        try:
-            number = cast(value)
-        except (TypeError, ValueError):
-            self.problems.append(f"{name}: {value!r} is not {kind}")
-            return default
-        if not low <= number <= high:
-            self.problems.append(f"{name}: {number} is outside {low}..{high}")
-        return number
-
-    def _json(self, name: str, default: Any) -> Any:
-        raw = self.env.get(name, "")
-        if not raw or not raw.strip():
-            return default
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError as exc:
-            self.problems.append(f"{name}: not valid JSON ({exc.msg})")
-            return default
-
-    def json_object(self, name: str, default: dict[str, str]) -> dict[str, str]:
-        value = self._json(name, default)
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            self.problems.append(f"{name}: must be a JSON object of strings")
-            return dict(default)
-        return value
-
-    def json_list(self, name: str, default: list[str]) -> list[str]:
-        value = self._json(name, default)
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-            self.problems.append(f"{name}: must be a non-empty JSON array of strings")
-            return list(default)
-        return value
+def _secrets(mapping: dict[str, str], prefix: str, env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    """SECRET_VARIABLES resolved: each variable's value is the app setting it names."""
+    secrets: dict[str, str] = {}
+    for var_name, setting_name in mapping.items():
+        if not var_name.startswith(prefix) or not PREFIX_PATTERN.match(var_name[len(prefix):] or "-"):
+            problems.append(f"SECRET_VARIABLES: {var_name!r} is not a valid variable name")
+        elif not env.get(setting_name):
+            problems.append(f"SECRET_VARIABLES: {var_name} refers to setting {setting_name!r}, which is missing")
+        elif env[setting_name].startswith(KEY_VAULT_REFERENCE):
+            problems.append(f"SECRET_VARIABLES: {var_name}: setting {setting_name} {UNRESOLVED}")
+        else:
+            secrets[var_name] = env[setting_name]
+    return secrets
 
 
-def _check_prefix(value: str) -> str | None:
-    return None if PREFIX_PATTERN.match(value) else "must match [A-Za-z_][A-Za-z0-9_]*"
+# ---- what function_app.py reads at import (trigger parameters) ----------------------------------
+def is_set(name: str, env: Mapping[str, str] | None = None) -> bool:
+    """True when app setting `name` has a value."""
+    return bool(str((os.environ if env is None else env).get(name) or "").strip())
 
 
-def _check_result_key(value: str) -> str | None:
-    if len(value) < MIN_RESULT_KEY_LENGTH:
-        return f"must be at least {MIN_RESULT_KEY_LENGTH} characters"
-    return None
+def binding_schedule(name: str, env: Mapping[str, str] | None = None) -> str:
+    """A timer's `schedule`: `%NAME%` (the host resolves it) when set, else the table's default."""
+    return f"%{name}%" if is_set(name, env) else str(BY_NAME[name].default)
 
 
-def _check_table(value: str) -> str | None:
-    return None if re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", value) else "not a valid table name"
+def value(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One setting's parsed value (its default when unset or invalid), without validating the rest."""
+    setting = BY_NAME[name]
+    raw = setting.raw(os.environ if env is None else env)
+    try:
+        return setting.parse(raw) if raw is not None else None
+    except ValueError:
+        return setting.parse(setting.default) if setting.default is not None else None
 
 
-def _check_blob_container(value: str) -> str | None:
-    if re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", value):
-        return None
-    return "not a valid blob container name"
+# ---- the README's table ------------------------------------------------------------------------
+def markdown_table() -> str:
+    """The settings table of the README, rendered from SETTINGS."""
+    lines = ["| setting | needed | default | meaning |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        default = f"`{setting.default}`" if setting.default else ""
+        lines.append(f"| `{setting.name}` | {setting.needed} | {default} | {setting.doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown_table() + "\n")

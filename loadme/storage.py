@@ -117,13 +117,8 @@ class StorageClients:
         """
         from azure.storage.queue import QueueSasPermissions, generate_queue_sas
 
-        key = self._conn.get("AccountKey")
-        if not key:
-            raise ValueError("an add-only SAS needs the account key; use RESULT_AUTH=identity")
-        return generate_queue_sas(
-            self.account_name, queue, key,
-            permission=QueueSasPermissions(add=True), start=start, expiry=expiry,
-        )
+        return generate_queue_sas(self.account_name, queue, self._sas_key(),
+                                  permission=QueueSasPermissions(add=True), start=start, expiry=expiry)
 
     def log_blob_url(self, blob: str) -> str:
         """The REST URL of a blob in the logs container (where a runner uploads its log)."""
@@ -136,13 +131,14 @@ class StorageClients:
         """
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
+        return generate_blob_sas(self.account_name, self._settings.logs_container, blob, account_key=self._sas_key(),
+                                 permission=BlobSasPermissions(create=True, write=True), start=start, expiry=expiry)
+
+    def _sas_key(self) -> str:
         key = self._conn.get("AccountKey")
         if not key:
-            raise ValueError("a blob SAS needs the account key; use RESULT_AUTH=identity")
-        return generate_blob_sas(
-            self.account_name, self._settings.logs_container, blob, account_key=key,
-            permission=BlobSasPermissions(create=True, write=True), start=start, expiry=expiry,
-        )
+            raise ValueError("a SAS needs the account key; with an identity-based connection use RESULT_AUTH=identity")
+        return key
 
     def ensure_resources(self, queues: list[str]) -> None:
         """Create the queues, the journal table and the logs container if they are missing."""

@@ -16,7 +16,7 @@ from loadme.executors.aci import SDK_RETRIES, AciExecutor
 from loadme.executors.aci_parameters import group_body, template_parameters
 from loadme.names import OWNER_TAG, deployment_name
 from tests.fake_arm import ACI_API, ARM, RG, SUB, FakeArm, FakeCredential, Reply, error, group_json, group_path
-from tests.test_aci_template import _aci, _spec
+from tests.support import sample_aci_settings, sample_container_spec
 
 TS_ID = "/ts/v1"
 DEPLOYMENTS = f"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft.Resources/deployments/"
@@ -29,7 +29,7 @@ def _executor(script: list[Reply], mode: str = "templatespec", registry_auth: st
     arm = FakeArm(script)
     options: dict[str, Any] = arm.client_options(SDK_RETRIES)
     credential = FakeCredential()
-    aci = _aci(registry_auth)
+    aci = sample_aci_settings(registry_auth)
     aci = type(aci)(**{**aci.__dict__, "deploy_mode": mode, "template_spec_version_id": TS_ID,
                        "registry_resource_id": ACR if registry_auth == "admin" else ""})
     executor = AciExecutor(
@@ -46,7 +46,7 @@ def _query(url: str) -> dict[str, list[str]]:
 
 
 def test_templatespec_deploy_sends_one_deployment_of_the_spec() -> None:
-    spec = _spec()
+    spec = sample_container_spec()
     executor, arm = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "gone")),
                                Reply("PUT", DEPLOYMENTS + deployment_name(spec.name), 201,
                                      {"id": "d", "name": deployment_name(spec.name),
@@ -63,7 +63,7 @@ def test_templatespec_deploy_sends_one_deployment_of_the_spec() -> None:
 
 
 def test_direct_deploy_puts_the_container_group() -> None:
-    spec = _spec()
+    spec = sample_container_spec()
     executor, arm = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "gone")),
                                Reply("PUT", group_path(spec.name), 201, group_json(spec.name))], mode="direct")
     assert executor.deploy(spec) is True
@@ -76,14 +76,14 @@ def test_direct_deploy_puts_the_container_group() -> None:
 
 @pytest.mark.parametrize("mode", ["templatespec", "direct"])
 def test_existing_group_is_not_created_again(mode: str) -> None:
-    spec = _spec()
+    spec = sample_container_spec()
     executor, arm = _executor([Reply("GET", group_path(spec.name), 200, group_json(spec.name, "Running"))], mode)
     assert executor.deploy(spec) is False
     assert [s.method for s in arm.seen] == ["GET"]
 
 
 def test_deployment_already_running_is_not_sent_twice() -> None:
-    spec = _spec()
+    spec = sample_container_spec()
     executor, _ = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
                              Reply("PUT", DEPLOYMENTS + ".*", 409, error("DeploymentActive", "busy"))])
     assert executor.deploy(spec) is False
@@ -127,7 +127,7 @@ def test_logs_and_delete() -> None:
 
 
 def test_throttling_then_success() -> None:
-    spec = _spec()
+    spec = sample_container_spec()
     executor, arm = _executor([
         Reply("GET", group_path(spec.name), 429, error("TooManyRequests", "slow down"), {"Retry-After": "0"}),
         Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
@@ -138,7 +138,7 @@ def test_throttling_then_success() -> None:
 
 
 def test_persistent_5xx_becomes_transient_for_the_host_to_retry() -> None:
-    spec = _spec()
+    spec = sample_container_spec()
     replies = [Reply("GET", group_path(spec.name), 503, error("ServiceUnavailable", "down"), {"Retry-After": "0"})
                for _ in range(SDK_RETRIES + 1)]
     executor, arm = _executor(replies)
@@ -159,7 +159,7 @@ def test_persistent_5xx_becomes_transient_for_the_host_to_retry() -> None:
 def test_deployment_errors_map_to_what_the_caller_acts_on(
     mode: str, status: int, code: str, message: str, raised: type[Exception]
 ) -> None:
-    spec = _spec()
+    spec = sample_container_spec()
     put_path = DEPLOYMENTS + ".*" if mode == "templatespec" else group_path(spec.name)
     # On MissingSubscriptionRegistration the SDK first tries to register the provider itself
     # (ARMAutoResourceProviderRegistrationPolicy); the app's identity may not: 403, original error.
@@ -173,7 +173,7 @@ def test_deployment_errors_map_to_what_the_caller_acts_on(
 
 
 def test_admin_credentials_only_in_admin_mode_and_never_logged(caplog: pytest.LogCaptureFixture) -> None:
-    spec = _spec()
+    spec = sample_container_spec()
     executor, arm = _executor([
         Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
         Reply("POST", ACR + "/listCredentials", 200,
@@ -188,7 +188,7 @@ def test_admin_credentials_only_in_admin_mode_and_never_logged(caplog: pytest.Lo
 
 
 def test_identity_mode_never_lists_credentials() -> None:
-    spec = _spec()
+    spec = sample_container_spec()
     executor, arm = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
                                Reply("PUT", group_path(spec.name), 201, group_json(spec.name))], mode="direct")
     executor.deploy(spec)

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,15 +15,23 @@ from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
 from loadme.context import Context, set_context
 from loadme.deploy import QUOTA_ATTEMPTS, build_container_spec
-from loadme.envelope import RemovalMessage, ResultMessage, StepMessage, decode
+from loadme.envelope import RemovalMessage, StepMessage, decode
 from loadme.executors import create_executor
 from loadme.executors.aci import SDK_RETRIES, AciExecutor
 from loadme.names import INITJOB_QUEUE, TRIGGER_QUEUES, container_group_name, deployment_name
 from loadme.settings import Settings
-from loadme.tokens import result_token
-from tests.conftest import REPO_ROOT, RESULT_KEY
 from tests.fake_arm import RG, SUB, FakeAci, FakeArm, FakeCredential, Reply, error, group_path
-from tests.functions import Out, http_request, post_json, queue_message, response_json, user_function
+from tests.support import (
+    REPO_ROOT,
+    Clock,
+    Out,
+    http_request,
+    post_json,
+    queue_message,
+    response_json,
+    result_message,
+    user_function,
+)
 
 DEPLOYMENTS = f"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft.Resources/deployments/"
 IDENTITY = f"/subscriptions/{SUB}/resourceGroups/mgmt/providers/Microsoft.ManagedIdentity/userAssignedIdentities/c"
@@ -54,26 +61,8 @@ def aci_context(settings_env: dict[str, str], request: pytest.FixtureRequest) ->
 
 
 def _result_for(step: StepMessage, exit_code: int = 0) -> str:
-    """The result the container's runner would post (its token computed as the app does)."""
-    return ResultMessage(
-        run_id=step.run_id, step=1, attempt=1, created_at=step.created_at, deadline=step.deadline,
-        variables={**step.variables, "___Message": "from ACI"},
-        token=result_token(RESULT_KEY.encode(), step.run_id, 1), exit_code=exit_code,
-        log_tail="done", finished_at=step.created_at, log_uploaded=True,
-    ).to_json()
-
-
-class Clock:
-    """The app's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+    """The result the container's runner would post (it uploaded its own log)."""
+    return result_message(step, exit_code, variables={**step.variables, "___Message": "from ACI"}).to_json()
 
 
 @pytest.fixture(params=["templatespec", "direct"])

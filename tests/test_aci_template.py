@@ -9,37 +9,14 @@ from typing import Any
 import pytest
 from azure.mgmt.containerinstance.models import ContainerGroup
 
-from loadme.container_env import RunnerControls, container_environment
 from loadme.executors.aci_parameters import group_body, template_parameters
-from loadme.executors.base import ContainerSpec
-from loadme.names import OWNER_TAG, container_group_name, new_run_id
-from loadme.settings import AciSettings
+from loadme.names import OWNER_TAG
 from tests.arm_expressions import evaluate, fill
+from tests.support import sample_aci_settings, sample_container_spec
 
 TEMPLATE = json.loads((Path(__file__).resolve().parents[1] / "templates" / "aci.json").read_text())
 IDENTITY = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mgmt/providers/"
             "Microsoft.ManagedIdentity/userAssignedIdentities/loadme-containers")
-
-
-def _aci(registry_auth: str = "identity") -> AciSettings:
-    return AciSettings(
-        subscription_id="00000000-0000-0000-0000-000000000000", resource_group="loadme-runs",
-        location="westeurope", deploy_mode="templatespec", template_spec_version_id="/ts/v1",
-        identity_id=IDENTITY, registry_server="loadmeacr.azurecr.io", registry_auth=registry_auth,
-        registry_resource_id="/acr" if registry_auth == "admin" else "", identity_client_id="",
-        cpu=1.0, memory_gb=1.5,
-    )
-
-
-def _spec(image: str = "loadmeacr.azurecr.io/loadme-runner:1") -> ContainerSpec:
-    run_id = new_run_id()
-    env = container_environment({"___RunId": run_id, "___Name": "Ada"}, {"___ApiToken": "hunter2"},
-                          RunnerControls("___", "https://acct.queue.core.windows.net/stage2/messages", "sas",
-                                         "token-value", "https://acct.blob.core.windows.net/logs/r/step-001.log",
-                                         "sv=2021&sig=x"))
-    return ContainerSpec(name=container_group_name(run_id, 1), run_id=run_id, step=1,
-                         deadline="2026-11-25T03:00:00+00:00", image=image, command=("python", "jobs/demo_job.py"),
-                         environment=tuple(env))
 
 
 def _group_body(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +35,8 @@ def _strip_nones(node: Any) -> Any:
 
 @pytest.mark.parametrize("registry_auth", ["identity", "admin"])
 def test_filled_template_round_trips_through_the_sdk_model(registry_auth: str) -> None:
-    spec = _spec()
-    body = _group_body(template_parameters(spec, _aci(registry_auth), "acr-user", "acr-password"))
+    spec = sample_container_spec()
+    body = _group_body(template_parameters(spec, sample_aci_settings(registry_auth), "acr-user", "acr-password"))
     round_tripped = _strip_nones(ContainerGroup.deserialize(body).serialize(keep_readonly=True))
     assert round_tripped == body  # no key lost, none changed
 
@@ -82,7 +59,8 @@ def test_filled_template_round_trips_through_the_sdk_model(registry_auth: str) -
 
 
 def test_images_elsewhere_get_no_registry_credentials() -> None:
-    parameters = template_parameters(_spec(image="python:3.13-slim"), _aci("admin"), "user", "password")
+    parameters = template_parameters(sample_container_spec(image="python:3.13-slim"), sample_aci_settings("admin"),
+                                     "user", "password")
     assert "registryPassword" not in parameters
     assert _group_body(parameters)["properties"]["imageRegistryCredentials"] == []
 
@@ -94,7 +72,8 @@ def test_secure_values_travel_in_a_secure_parameter() -> None:
 
 @pytest.mark.parametrize("registry_auth", ["identity", "admin"])
 def test_direct_mode_body_equals_what_the_template_makes(registry_auth: str) -> None:
-    parameters = template_parameters(_spec(), _aci(registry_auth), "acr-user", "acr-password")
+    parameters = template_parameters(sample_container_spec(), sample_aci_settings(registry_auth), "acr-user",
+                                     "acr-password")
     template_body = _group_body(parameters)
     del template_body["name"]
     assert group_body(parameters) == template_body

@@ -18,6 +18,7 @@ from devhost.http_front import ANY_METHOD, HttpFront, HttpRoute, route_pattern
 from devhost.newtonsoft import looks_like_json, rewrite_json_text
 from devhost.queues import Backoff
 from loadme.envelope import StepMessage, StepPlan, decode
+from tests.support import step_message
 
 
 def _texts(data: rpc.TypedData) -> list[str]:
@@ -61,9 +62,8 @@ def test_the_envelope_survives_the_hosts_rewrite_of_a_single_string() -> None:
     """The app sends lists (exact), but a message that did go through the rewrite still decodes
     to the same run, step and instants (pretty-printing and shorter fractions are harmless)."""
     created = datetime(2026, 11, 25, 18, 27, 28, 120000, tzinfo=UTC)
-    message = StepMessage(run_id="a" * 32, step=1, attempt=1, created_at=created.isoformat(),
-                          deadline=(created + timedelta(hours=1)).isoformat(), variables={"___N": "x"},
-                          steps=(StepPlan("img", ("python", "job.py")),))
+    message = step_message(created_at=created.isoformat(), deadline=(created + timedelta(hours=1)).isoformat(),
+                           variables={"___N": "x"}, steps=(StepPlan("img", ("python", "job.py")),))
     [rewritten] = rewrite_json_text(message.to_json())
     assert rewritten != message.to_json() and "\n  " in rewritten
     again = decode(rewritten, StepMessage)

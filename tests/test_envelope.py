@@ -18,11 +18,12 @@ from loadme.envelope import (
 )
 from loadme.errors import EnvelopeError
 
-HEADER = {"run_id": "a" * 32, "step": 1, "attempt": 1, "created_at": "2026-01-01T00:00:00+00:00",
-          "deadline": "2026-01-01T01:00:00+00:00", "variables": {"___A": "1"}}
-STEP = StepMessage(**HEADER, steps=(StepPlan("img:1", ("python", "job.py")),), trigger="http")
-RESULT = ResultMessage(**HEADER, token="t" * 64, exit_code=3, log_tail="tail", finished_at="x")
-REMOVAL = RemovalMessage(**HEADER, container_group="loadme-x-1", reason="finished")
+RUN = "a" * 32
+STEP = StepMessage(RUN, 1, attempt=1, created_at="2026-01-01T00:00:00+00:00", deadline="2026-01-01T01:00:00+00:00",
+                   trigger="http", variables={"___A": "1"}, steps=(StepPlan("img:1", ("python", "job.py")),))
+RESULT = ResultMessage(RUN, 1, token="t" * 64, exit_code=3, variables={"___A": "1"}, log_tail="tail",
+                       finished_at="2026-01-01T00:10:00+00:00", log_uploaded=True)
+REMOVAL = RemovalMessage(RUN, 1, reason="finished")
 
 
 @pytest.mark.parametrize("message", [STEP, RESULT, REMOVAL])
@@ -48,7 +49,7 @@ def _mutated(message: StepMessage, **changes: object) -> str:
 
 
 @pytest.mark.parametrize(("changes", "reason"), [
-    ({"schema": 2}, "unknown schema version 2"),
+    ({"schema": 1}, "unknown schema version 1"),
     ({"schema": ...}, "unknown schema version None"),
     ({"kind": "result"}, "kind 'result'"),
     ({"run_id": ...}, "missing ['run_id']"),
@@ -76,6 +77,25 @@ def test_not_an_object(text: str) -> None:
 def test_non_base64_queue_text() -> None:
     with pytest.raises(EnvelopeError, match="not valid base64"):
         decode_queue_text("{not base64!}", StepMessage)
+
+
+def test_the_header_is_minimal_and_each_kind_carries_only_its_fields() -> None:
+    assert json.loads(REMOVAL.to_json()) == {"schema": SCHEMA_VERSION, "kind": "removeinfra", "run_id": RUN,
+                                             "step": 1, "reason": "finished"}
+    assert set(json.loads(RESULT.to_json())) == {"schema", "kind", "run_id", "step", "token", "exit_code",
+                                                 "variables", "log_tail", "finished_at", "log_uploaded"}
+
+
+def test_a_field_with_a_default_may_be_absent_but_not_one_without() -> None:
+    data = json.loads(RESULT.to_json())
+    del data["log_uploaded"]  # added after the first release of schema 2: an older runner omits it
+    assert decode(json.dumps(data), ResultMessage).log_uploaded is False
+    del data["finished_at"]
+    with pytest.raises(EnvelopeError, match=r"missing \['finished_at'\]"):
+        decode(json.dumps(data), ResultMessage)
+    bad = {**json.loads(RESULT.to_json()), "finished_at": "yesterday"}
+    with pytest.raises(EnvelopeError, match="finished_at is not an ISO 8601 timestamp"):
+        decode(json.dumps(bad), ResultMessage)
 
 
 def test_token_is_not_in_repr() -> None:

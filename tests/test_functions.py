@@ -11,9 +11,17 @@ import pytest
 from loadme.context import Context
 from loadme.envelope import ResultMessage, StepMessage, decode
 from loadme.errors import EnvelopeError
-from loadme.names import STAGE2_QUEUE, container_group_name, log_blob_name
-from tests.conftest import SECRET_VALUE, wait_until
-from tests.functions import Out, http_request, post_json, queue_message, response_json, user_function
+from loadme.names import container_group_name, log_blob_name
+from tests.support import (
+    SECRET_VALUE,
+    Out,
+    http_request,
+    post_json,
+    queue_message,
+    receive_result,
+    response_json,
+    user_function,
+)
 
 EXPECTED_ROWS = ["000-requested", "000-terminal", "001-deploying", "001-logs_archived", "001-removed",
                  "001-result", "001-started"]
@@ -22,19 +30,6 @@ EXPECTED_ROWS = ["000-requested", "000-terminal", "001-deploying", "001-logs_arc
 def _row_keys(ctx: Context, run_id: str) -> list[str]:
     return sorted(e["RowKey"] for e in ctx.storage.table.query_entities("PartitionKey eq @r",
                                                                           parameters={"r": run_id}))
-
-
-def _receive_result(ctx: Context) -> str:
-    """Wait for the runner's post on the real stage2 queue; returns the decoded message body."""
-    queue = ctx.storage.queue(STAGE2_QUEUE)
-
-    def take() -> str | None:
-        for message in queue.receive_messages(max_messages=1):
-            queue.delete_message(message)
-            return str(message.content)
-        return None
-
-    return str(wait_until(take, 30, "the runner's result on stage2"))
 
 
 def test_one_run_by_hand_with_every_message_delivered_twice(context: Context) -> None:
@@ -55,7 +50,7 @@ def test_one_run_by_hand_with_every_message_delivered_twice(context: Context) ->
     group = container_group_name(run_id, 1)
     assert (context.executor.list_owned()[0].name, len(context.executor.list_owned())) == (group, 1)
 
-    result_text = _receive_result(context)
+    result_text = receive_result(context)
     result = decode(result_text, ResultMessage)
     assert result.variables["___Message"] == "Hello, Ada!" and result.exit_code == 0
     assert "___ApiToken" not in result.variables and SECRET_VALUE not in result_text
@@ -95,7 +90,7 @@ def _deployed_run(context: Context) -> tuple[str, str]:
     response, initjob = post_json({"variables": {"___Name": "Bob"}})
     run_id = response_json(response)["run_id"]
     user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
-    return run_id, _receive_result(context)
+    return run_id, receive_result(context)
 
 
 def test_forged_result_is_rejected_and_the_run_unaffected(context: Context, caplog: pytest.LogCaptureFixture) -> None:
@@ -135,7 +130,7 @@ def test_failed_job_fails_the_run_and_still_removes_it(context: Context) -> None
     run_id = response_json(response)["run_id"]
     user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
     removal = Out()
-    user_function("stage2")(queue_message(_receive_result(context)), initjob=Out(), removeinfra=removal)
+    user_function("stage2")(queue_message(receive_result(context)), initjob=Out(), removeinfra=removal)
     user_function("remove_infra")(queue_message(removal.get()[0]))
     status = response_json(user_function("run_status")(
         http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))

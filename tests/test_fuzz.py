@@ -14,8 +14,6 @@ from loadme.envelope import (
     MAX_LOG_TAIL_CHARS,
     MAX_PLAN_BYTES,
     QUEUE_MESSAGE_LIMIT,
-    ResultMessage,
-    StepMessage,
     StepPlan,
     bounded_tail,
     decode,
@@ -23,7 +21,7 @@ from loadme.envelope import (
 )
 from loadme.errors import VariableError
 from loadme.variables import MAX_VARIABLES_BYTES, VariableFactory, variables_size
-from tests.functions import post_json, response_json
+from tests.support import post_json, response_json, result_message, step_message
 
 FIELDS = ["variables", "image", "command", "steps", "timeout_seconds"]
 names = st.one_of(st.from_regex(r"\A___[A-Za-z_][A-Za-z0-9_]{0,20}\Z"), st.text(max_size=12))
@@ -78,10 +76,8 @@ def test_variable_codec_round_trips_within_bounds(variables: dict[str, str], tai
         assert err.status == 413 and variables_size(variables) > MAX_VARIABLES_BYTES
         return
     assert variables_size(accepted) <= MAX_VARIABLES_BYTES
-    header = {"run_id": "a" * 32, "step": 1, "attempt": 1, "created_at": "2026-01-01T00:00:00+00:00",
-              "deadline": "2026-01-01T01:00:00+00:00", "variables": accepted}
-    step = StepMessage(**header, steps=(StepPlan("img:1", ("python", "job.py")),), trigger="http")
-    result = ResultMessage(**header, token="t" * 64, exit_code=0, log_tail=bounded_tail(tail), finished_at="x")
+    step = step_message(variables=accepted)
+    result = result_message(step, log_tail=bounded_tail(tail))
     for message in (step, result):
         assert decode_queue_text(message.to_queue_text(), type(message)) == message
         assert len(message.to_queue_text()) <= QUEUE_MESSAGE_LIMIT
@@ -103,13 +99,8 @@ def _worst_case_messages() -> list[Any]:
     assert variables_size(variables) <= MAX_VARIABLES_BYTES
     per_step = MAX_PLAN_BYTES // 20 - 40
     plan = tuple(StepPlan("i", ("x" * per_step,)) for _ in range(20))
-    header = {"run_id": "a" * 32, "step": 1, "attempt": 1, "created_at": "2026-01-01T00:00:00+00:00",
-              "deadline": "2026-01-01T01:00:00+00:00", "variables": variables}
-    return [
-        StepMessage(**header, steps=plan, trigger="timer"),
-        ResultMessage(**header, token="t" * 64, exit_code=255, log_tail=bounded_tail("\x01" * 10_000),
-                      finished_at="2026-01-01T00:30:00+00:00"),
-    ]
+    step = step_message(variables=variables, steps=plan, trigger="timer")
+    return [step, result_message(step, 255, log_tail=bounded_tail("\x01" * 10_000))]
 
 
 def test_messages_at_every_bound_still_fit_the_queue() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,17 +15,33 @@ from azure.functions.timer import TimerRequest
 from loadme.context import Context, set_context
 from loadme.deploy import build_container_spec
 from loadme.envelope import RemovalMessage, StepMessage, StepPlan, decode
+from loadme.journal import EventType
 from loadme.names import INITJOB_QUEUE, container_group_name, poison_queue
 from loadme.settings import Settings
-from tests.conftest import wait_until
-from tests.functions import Out, http_request, post_json, queue_message, response_json, user_function
-from tests.test_functions import _receive_result
+from tests.support import (
+    Clock,
+    Out,
+    http_request,
+    post_json,
+    queue_message,
+    receive_result,
+    response_json,
+    step_message,
+    user_function,
+    wait_until,
+)
 
 
 @pytest.fixture
-def ctx(settings_env: dict[str, str]) -> Iterator[Context]:
-    """A context whose janitor waits only one second for a missing result."""
-    context = Context(Settings.from_mapping({**settings_env, "RESULT_GRACE_SECONDS": "1"}))
+def clock() -> Clock:
+    """The app's clock, starting now (the local containers run in real time) and moved by the tests."""
+    return Clock(datetime.now(UTC))
+
+
+@pytest.fixture
+def ctx(settings_env: dict[str, str], clock: Clock) -> Iterator[Context]:
+    """A context on the test's clock whose janitor waits one second for a missing result."""
+    context = Context(Settings.from_mapping({**settings_env, "RESULT_GRACE_SECONDS": "1"}), clock=clock)
     context.storage.ensure_resources(["initjob", "stage2", "removeinfra", *(poison_queue(q) for q in
                                       ("initjob", "stage2", "removeinfra"))])
     set_context(context)
@@ -58,13 +74,14 @@ def _remove(removals: list[RemovalMessage]) -> None:
         user_function("remove_infra")(queue_message(removal.to_json()))
 
 
-def test_janitor_times_out_a_container_running_past_its_deadline(ctx: Context) -> None:
+def test_janitor_times_out_a_container_running_past_its_deadline(ctx: Context, clock: Clock) -> None:
     run_id = _start_and_deploy({"variables": {"___DemoSleepSeconds": "60"}, "timeout_seconds": 2})
     group = container_group_name(run_id, 1)
+    wait_until(lambda: ctx.executor.state(group).state == "running", 15, "the container to run")
     assert _janitor() == []  # before the deadline: nothing to do
-    time.sleep(2.2)
+    clock.advance(3)
     removals = _janitor()
-    assert [(r.container_group, r.reason) for r in removals] == [(group, "timed_out")]
+    assert [(r.run_id, r.step, r.reason) for r in removals] == [(run_id, 1, "timed_out")]
     _remove(removals)
     status = _status(run_id)
     assert (status["state"], status["cleaned_up"]) == ("timed_out", True)
@@ -74,12 +91,13 @@ def test_janitor_times_out_a_container_running_past_its_deadline(ctx: Context) -
     assert [e["event"] for e in _status(run_id)["events"]].count("terminal") == 1
 
 
-def test_janitor_fails_a_run_whose_container_died_without_a_result(ctx: Context) -> None:
+def test_janitor_fails_a_run_whose_container_died_without_a_result(ctx: Context, clock: Clock) -> None:
     suicide = ["python", "-c", "import os, signal; print('bye'); os.kill(os.getppid(), signal.SIGKILL)"]
     run_id = _start_and_deploy({"variables": {}, "command": suicide})
     group = container_group_name(run_id, 1)
     wait_until(lambda: ctx.executor.state(group).state == "terminated", 15, "the runner to die")
-    time.sleep(1.1)  # the grace period for a result still on its way
+    assert _janitor() == []  # within the grace period its result may still be on its way
+    clock.advance(2)
     removals = _janitor()
     assert [r.reason for r in removals] == ["no_result"]
     _remove(removals)
@@ -91,23 +109,20 @@ def test_janitor_fails_a_run_whose_container_died_without_a_result(ctx: Context)
     assert f"run {run_id} step 1: starting python" in log  # the logs were kept
 
 
-def test_janitor_removes_groups_whose_removal_kept_failing_and_orphans(ctx: Context) -> None:
+def test_janitor_removes_groups_whose_removal_kept_failing_and_orphans(ctx: Context, clock: Clock) -> None:
     run_id = _start_and_deploy({"variables": {}})
     removal = Out()
-    user_function("stage2")(queue_message(_receive_result(ctx)), initjob=Out(), removeinfra=removal)
+    user_function("stage2")(queue_message(receive_result(ctx)), initjob=Out(), removeinfra=removal)
     # The removal message is lost to poison: the group stays although the run is over.
     assert _status(run_id)["state"] == "succeeded"
-    time.sleep(1.1)
+    clock.advance(2)
     stamp, past = "2020-01-01T00:00:00+00:00", "2020-01-01T00:00:01+00:00"
-    orphan = StepMessage(  # a group whose run the journal never heard of, long past its deadline
-        run_id="f" * 32, step=1, attempt=1, created_at=stamp, deadline=past, trigger="http",
-        variables={"___RunId": "f" * 32, "___Step": "1", "___CreatedAt": stamp, "___Deadline": past},
-        steps=(StepPlan("img", ("sleep", "30")),),
-    )
+    orphan = step_message(  # a group whose run the journal never heard of, long past its deadline
+        run_id="f" * 32, created_at=stamp, deadline=past, steps=(StepPlan("img", ("sleep", "30")),),
+        variables={"___RunId": "f" * 32, "___Step": "1", "___CreatedAt": stamp, "___Deadline": past})
     ctx.executor.deploy(build_container_spec(ctx, orphan))
-    removals = sorted((r.container_group, r.reason) for r in _janitor())
-    assert removals == sorted([(container_group_name(run_id, 1), "janitor"),
-                               (container_group_name("f" * 32, 1), "orphan")])
+    removals = sorted((r.run_id, r.reason) for r in _janitor())
+    assert removals == sorted([(run_id, "janitor"), ("f" * 32, "orphan")])
 
 
 def test_poisoned_message_fails_its_run_and_shows_on_the_status_api(ctx: Context) -> None:
@@ -163,7 +178,7 @@ def test_cancel_removes_the_container_and_is_idempotent(ctx: Context) -> None:
 
 def test_result_after_cancel_is_ignored(ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
     run_id = _start_and_deploy({"variables": {}})
-    result = _receive_result(ctx)
+    result = receive_result(ctx)
     assert _cancel(run_id)[0] == 202
     removal, nxt = Out(), Out()
     with caplog.at_level(logging.WARNING):
@@ -175,7 +190,7 @@ def test_result_after_cancel_is_ignored(ctx: Context, caplog: pytest.LogCaptureF
 
 def test_cancel_of_a_finished_run_is_409_and_unknown_is_404(ctx: Context) -> None:
     run_id = _start_and_deploy({"variables": {}})
-    user_function("stage2")(queue_message(_receive_result(ctx)), initjob=Out(), removeinfra=Out())
+    user_function("stage2")(queue_message(receive_result(ctx)), initjob=Out(), removeinfra=Out())
     status, body, _ = _cancel(run_id)
     assert status == 409 and "already succeeded" in body["error"]
     assert _cancel("0" * 32)[0] == 404
@@ -192,18 +207,20 @@ def test_idempotency_key_reused_for_another_request_is_422(ctx: Context) -> None
     assert json.loads(first.get_body())["run_id"] == json.loads(same.get_body())["run_id"]
 
 
-def test_janitor_times_out_a_step_whose_group_never_appeared(ctx: Context) -> None:
+def test_janitor_times_out_a_step_whose_group_never_appeared(ctx: Context, clock: Clock) -> None:
     _, initjob = post_json({"variables": {}, "timeout_seconds": 1})
     step = decode(initjob.get()[0], StepMessage)
     # As if ARM accepted the deployment and it failed later: journaled, but no group ever exists.
-    ctx.journal.record(step.run_id, 1, "deploying", container_group=container_group_name(step.run_id, 1),
-                       variables=step.variables, steps=[], created_at=step.created_at, deadline=step.deadline,
-                       trigger="http")
-    time.sleep(1.2)
+    group = container_group_name(step.run_id, 1)
+    ctx.journal.index.activate(step.run_id, 1, step.deadline, group)
+    ctx.journal.record(step.run_id, 1, EventType.DEPLOYING, container_group=group, variables=step.variables,
+                       steps=[], created_at=step.created_at, deadline=step.deadline, trigger="http")
+    assert _janitor() == []  # not yet at its deadline
+    clock.advance(2)
     removals = _janitor()
     assert [(r.run_id, r.reason) for r in removals] == [(step.run_id, "no_group")]
     _remove(removals)
     status = _status(step.run_id)
     assert (status["state"], status["cleaned_up"]) == ("timed_out", True)
     assert "no container group for step 1" in next(e for e in status["events"] if e["event"] == "terminal")["reason"]
-    assert _janitor() == []  # settled: nothing more to do
+    assert _janitor() == [] and ctx.journal.index.active() == []  # settled: nothing more to do

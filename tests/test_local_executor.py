@@ -13,7 +13,7 @@ from loadme.envelope import StepMessage, StepPlan
 from loadme.executors.local import RUNNER, LocalExecutor, group_alive
 from loadme.names import container_group_name, new_run_id
 from loadme.runs import reserved_variables
-from tests.conftest import wait_until
+from tests.support import wait_until
 
 
 def _step(ctx: Context, command: tuple[str, ...], **variables: str) -> StepMessage:

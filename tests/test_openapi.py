@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from loadme.context import Context
-from tests.functions import Out, http_request, indexed_functions, post_json, response_json, user_function
+from tests.support import Out, http_request, indexed_functions, post_json, response_json, user_function
 
 
 def _document() -> dict[str, Any]:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from loadme.errors import SettingsError
-from loadme.settings import Settings
+from loadme.settings import Settings, binding_schedule, is_set, markdown_table, value
+from tests.support import REPO_ROOT
 
 VALID = {
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
@@ -76,3 +77,33 @@ def test_identity_storage_needs_identity_result_auth() -> None:
     with pytest.raises(SettingsError, match="RESULT_AUTH: 'sas' needs an account key"):
         Settings.from_mapping(env)
     assert Settings.from_mapping({**env, "RESULT_AUTH": "identity"}).storage_account_name == "acct"
+
+
+def test_unresolved_key_vault_references_are_refused_not_used() -> None:
+    reference = "@Microsoft.KeyVault(SecretUri=https://loadme-kv.vault.azure.net/secrets/result-key/)"
+    env = {**VALID, "RESULT_KEY": reference, "SECRET_VARIABLES": json.dumps({"___Token": "MY_TOKEN"}),
+           "MY_TOKEN": reference}
+    with pytest.raises(SettingsError) as err:
+        Settings.from_mapping(env)
+    assert [p.split(":")[0] for p in err.value.problems] == ["RESULT_KEY", "SECRET_VARIABLES"]
+    assert all("unresolved Key Vault reference" in p for p in err.value.problems)
+
+
+def test_the_readme_settings_table_is_the_settings_table() -> None:
+    """The README's table is rendered from loadme.settings.SETTINGS (`python -m loadme.settings`)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    start, end = readme.index("<!-- settings-table -->"), readme.index("<!-- /settings-table -->")
+    assert readme[start:end].split("\n", 1)[1].strip() == markdown_table()
+
+
+def test_only_the_settings_module_reads_the_environment() -> None:
+    sources = [REPO_ROOT / "function_app.py", *sorted((REPO_ROOT / "loadme").rglob("*.py"))]
+    readers = [str(p.relative_to(REPO_ROOT)) for p in sources if "os.environ" in p.read_text()]
+    assert readers == ["loadme/settings.py"]
+
+
+def test_function_app_takes_its_trigger_parameters_from_the_table() -> None:
+    assert binding_schedule("JANITOR_SCHEDULE", {}) == "0 */5 * * * *"
+    assert binding_schedule("JANITOR_SCHEDULE", {"JANITOR_SCHEDULE": "*/30 * * * * *"}) == "%JANITOR_SCHEDULE%"
+    assert not is_set("SCHEDULED_INIT_SCHEDULE", {"SCHEDULED_INIT_SCHEDULE": "  "})
+    assert value("VARIABLE_PREFIX", {}) == "___" and value("VARIABLE_PREFIX", {"VARIABLE_PREFIX": "1bad"}) == "___"

@@ -15,7 +15,7 @@ import pytest
 
 from devhost import rpc
 from devhost.worker import WorkerChannel, WorkerRefused
-from tests.conftest import REPO_ROOT, app_settings
+from tests.support import REPO_ROOT, app_settings
 
 ALWAYS = {"init_job", "run_status", "cancel_run", "service_status", "openapi", "dq_init_job", "stage2",
           "remove_infra", "janitor"}
@@ -55,7 +55,7 @@ def test_every_queue_output_takes_a_list_so_the_host_sends_each_text_exactly() -
     (devhost/newtonsoft.py). So every queue output of the app must be typed as a list of str."""
     from azure_functions_runtime.functions import Registry
 
-    from tests.functions import indexed_functions
+    from tests.support import indexed_functions
 
     registry = Registry()
     checked = 0

@@ -22,7 +22,7 @@ import pytest
 
 from devhost.azurite import start_azurite
 from loadme.names import TRIGGER_QUEUES, container_group_name, poison_queue
-from tests.conftest import Stack, app_settings, start_stack, wait_until
+from tests.support import Stack, app_settings, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 RUNS = 50

@@ -17,7 +17,7 @@ import requests
 from loadme.envelope import ResultMessage, decode
 from loadme.executors.local import process_alive
 from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name, poison_queue
-from tests.conftest import RESULT_KEY, SECRET_VALUE, Stack, wait_until
+from tests.support import RESULT_KEY, SECRET_VALUE, Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 EXPECTED_ROWS = ["000-requested", "000-terminal", "001-deploying", "001-logs_archived", "001-removed",

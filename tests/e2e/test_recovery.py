@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from devhost.azurite import start_azurite
-from tests.conftest import app_settings, start_stack, wait_until
+from tests.support import app_settings, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def test_host_killed_mid_run_and_restarted_completes_the_runs(tmp_path: Path) ->
         wait_until(lambda: len(first.starts()) >= 3, 30, "some containers to start")
         first.process.send_signal(signal.SIGKILL)  # no graceful shutdown: messages stay in flight
         first.process.wait()
-        unfinished = [r for r in run_ids if not first.context.journal.get(r, 0, "terminal")]
+        unfinished = [r for r in run_ids if not first.context.journal.terminal(r)]
         assert unfinished, "the host was killed too late: every run had already finished"
 
         second = start_stack(env, second_dir, "--lease-seconds", "3")

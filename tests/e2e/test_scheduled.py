@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from devhost.azurite import start_azurite
-from tests.conftest import Stack, app_settings, start_stack, wait_until
+from tests.support import Stack, app_settings, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 
