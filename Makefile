@@ -2,6 +2,7 @@
 #   make demo   run one job end to end on the local stack (Azurite + local host + local executor)
 #   make test   lint, type-check and run the whole test suite
 #   make dev    the local stack in the foreground (Ctrl-C stops everything it started)
+#   make checkov  scan infra/, templates/ and container/Dockerfile (.checkov.yaml lists each skipped check and why)
 #
 # Python 3.13 is required (Azure Functions' Python 3.13 worker, azure-functions-runtime, runs the app
 # locally as in Azure); tools/find-python313 finds one or says what to install. PYTHON=... overrides.
@@ -11,7 +12,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps demo test dev lint typecheck clean python
+CHECKOV_VENV := .venv-checkov
+
+.PHONY: deps demo test dev lint typecheck checkov clean python
 
 python:
 	@test -n "$(PYTHON)" || { tools/find-python313 >/dev/null; exit 1; }
@@ -29,6 +32,15 @@ node_modules/.installed: package.json package-lock.json
 
 deps: $(VENV)/.installed node_modules/.installed
 
+# checkov pins packaging<24, pytest 9 needs packaging>=24: it gets a venv of its own (requirements-checkov.txt).
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt | python
+	rm -rf $(CHECKOV_VENV) && $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+checkov: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml
+
 demo: deps
 	$(PY) -m devhost.demo
 
@@ -45,4 +57,4 @@ test: deps lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .azurite .azurite.log .loadme .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .azurite .azurite.log .loadme .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
-# Deploy loadme to an Azure subscription: infrastructure, template spec version, container image
-# and the function app. Idempotent: running it again updates everything in place.
+# Deploy loadme to an Azure subscription: resource providers, infrastructure, secrets, template spec version,
+# container image and the function app. Re-runnable: a second run changes nothing an operator set (operator
+# settings live in the parameters file; settings added in the portal are merged, not replaced).
 #
 #   infra/deploy.sh -l <location> [-p <prefix>] [-m <management rg>] [-r <runs rg>] [-t <image tag>]
+#                   [-v <spec version>] [-f <parameters file>] [-i]
 #
-# Needs: az (logged in: az login; az account set -s <subscription>), zip, openssl.
+# Needs: az (logged in: az login; az account set -s <subscription>), zip, openssl, python3, curl.
+# No secret is ever printed, put on a command line or kept in a shell variable: RESULT_KEY goes from openssl to a
+# file only this user can read, from the file to Key Vault (az keyvault secret set --file), and the file is removed.
 set -euo pipefail
 
 usage() {
   cat >&2 <<'USAGE'
 usage: infra/deploy.sh -l LOCATION [-p PREFIX] [-m MANAGEMENT_RG] [-r RUNS_RG] [-t IMAGE_TAG] [-v SPEC_VERSION]
+                       [-f PARAMETERS_FILE] [-i]
 
   -l  Azure region, e.g. westeurope (required)
-  -p  name prefix, 3-10 lowercase letters/digits (default: loadme)
+  -p  name prefix, 3-10 lowercase letters/digits, first a letter (default: loadme)
   -m  management resource group (default: loadme-mgmt)
   -r  resource group for container groups (default: loadme-runs)
-  -t  container image tag (default: the current git commit)
+  -t  container image tag (default: the current git commit; with -i, the tag the app runs now)
   -v  template spec version (default: 1.0)
+  -f  the operator's parameters file (default: infra/main.parameters.json)
+  -i  infrastructure, settings and secrets only: no template spec, image or code deployment
 
-RESULT_KEY: taken from the environment if set, else kept from the app's current settings, else generated.
+RESULT_KEY is generated once, straight into Key Vault, and kept there; this script never reads it back.
 USAGE
   exit 2
 }
 
 location="" prefix="loadme" mgmt_rg="loadme-mgmt" runs_rg="loadme-runs" tag="" spec_version="1.0"
-while getopts "l:p:m:r:t:v:h" opt; do
+params_file="infra/main.parameters.json" infra_only=false
+while getopts "l:p:m:r:t:v:f:ih" opt; do
   case "$opt" in
     l) location="$OPTARG" ;;
     p) prefix="$OPTARG" ;;
@@ -32,65 +40,204 @@ while getopts "l:p:m:r:t:v:h" opt; do
     r) runs_rg="$OPTARG" ;;
     t) tag="$OPTARG" ;;
     v) spec_version="$OPTARG" ;;
+    f) params_file="$OPTARG" ;;
+    i) infra_only=true ;;
     *) usage ;;
   esac
 done
 [ -n "$location" ] || { echo "deploy: -l LOCATION is required" >&2; usage; }
-[[ "$prefix" =~ ^[a-z0-9]{3,10}$ ]] || { echo "deploy: -p must be 3-10 lowercase letters or digits" >&2; exit 2; }
+[[ "$prefix" =~ ^[a-z][a-z0-9]{2,9}$ ]] || {
+  echo "deploy: -p must be 3-10 lowercase letters or digits, starting with a letter" >&2; exit 2; }
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
-tag="${tag:-$(git rev-parse --short HEAD 2>/dev/null || date +%Y%m%d%H%M%S)}"
+[ -f "$params_file" ] || { echo "deploy: parameters file $params_file not found" >&2; exit 2; }
 
-for tool in az zip openssl; do
+for tool in az zip openssl python3 curl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "deploy: '$tool' is not installed" >&2; exit 1; }
 done
 if ! subscription="$(az account show --query id -o tsv 2>/dev/null)"; then
   echo "deploy: not logged in to Azure: run 'az login' (and 'az account set -s <subscription>')" >&2
   exit 1
 fi
-echo "deploy: subscription $subscription, region $location, groups $mgmt_rg / $runs_rg, image tag $tag"
 
-# Keep the result key stable across runs (changing it would reject results of runs in flight).
-if [ -z "${RESULT_KEY:-}" ]; then
-  existing_app="$(az functionapp list -g "$mgmt_rg" --query "[?starts_with(name, '${prefix}-func-')].name | [0]" -o tsv 2>/dev/null || true)"
-  if [ -n "$existing_app" ]; then
-    RESULT_KEY="$(az functionapp config appsettings list -g "$mgmt_rg" -n "$existing_app" \
-      --query "[?name=='RESULT_KEY'].value | [0]" -o tsv 2>/dev/null || true)"
+RESULT_KEY_SECRET="result-key"
+work="$(mktemp -d)"  # 0700: the result key file and the app package live here for the length of the run
+trap 'rm -rf "$work"' EXIT
+
+# --- the resource providers everything below needs (registering is idempotent; skipped when already done) ---
+for namespace in Microsoft.Web Microsoft.Storage Microsoft.KeyVault Microsoft.OperationalInsights \
+    Microsoft.Insights Microsoft.ContainerInstance Microsoft.ContainerRegistry Microsoft.ManagedIdentity; do
+  state="$(az provider show --namespace "$namespace" --query registrationState -o tsv 2>/dev/null || true)"
+  if [ "$state" != "Registered" ]; then
+    echo "deploy: registering resource provider $namespace"
+    az provider register --namespace "$namespace" --wait --output none
   fi
-  RESULT_KEY="${RESULT_KEY:-$(openssl rand -hex 32)}"
+done
+
+# --- what exists already ---
+app_exists=false existing_app="" names_before=""
+existing_app="$(az resource list -g "$mgmt_rg" --resource-type Microsoft.Web/sites \
+  --query "[?starts_with(name, '${prefix}-func-')].name | [0]" -o tsv 2>/dev/null || true)"
+if [ -n "$existing_app" ]; then
+  app_exists=true
+  farm="$(az functionapp show -g "$mgmt_rg" -n "$existing_app" --query serverFarmId -o tsv)"
+  tier="$(az resource show --ids "$farm" --query sku.tier -o tsv)"
+  if [ "$tier" != "FlexConsumption" ]; then
+    cat >&2 <<EOF
+deploy: $existing_app runs on the '$tier' plan. infra/main.json creates a Flex Consumption app of the same name
+        and Azure cannot move an app between these plans. Delete the old app first (queues, journal and logs stay
+        in the storage account), or deploy beside it with another -p prefix:
+          az functionapp delete -g $mgmt_rg -n $existing_app
+        See infra/README.md, "Moving from Linux Consumption".
+EOF
+    exit 1
+  fi
+  # Setting names only (never values): after the deployment, none of them may be missing.
+  names_before="$(az functionapp config appsettings list -g "$mgmt_rg" -n "$existing_app" --query "[].name" -o tsv | sort)"
+  if [ -z "$tag" ] && [ "$infra_only" = true ]; then
+    current_image="$(az functionapp config appsettings list -g "$mgmt_rg" -n "$existing_app" \
+      --query "[?name=='DEFAULT_IMAGE'].value | [0]" -o tsv)"
+    tag="${current_image##*:}"
+  fi
+fi
+tag="${tag:-$(git rev-parse --short HEAD 2>/dev/null || date +%Y%m%d%H%M%S)}"
+
+vault_mode=default
+region="$(printf '%s' "$location" | tr -d ' ' | tr '[:upper:]' '[:lower:]')"
+active_vault="$(az keyvault list -g "$mgmt_rg" --query "[?starts_with(name, '${prefix}-kv-')].name | [0]" -o tsv 2>/dev/null || true)"
+if [ -z "$active_vault" ]; then
+  deleted_vault="$(az keyvault list-deleted --resource-type vault \
+    --query "[?starts_with(name, '${prefix}-kv-') && properties.location=='${region}'].name | [0]" -o tsv 2>/dev/null || true)"
+  if [ -n "$deleted_vault" ]; then
+    echo "deploy: Key Vault $deleted_vault is soft-deleted (purge protection keeps it 90 days): recovering it"
+    vault_mode=recover
+  fi
 fi
 
-echo "deploy: 1/4 infrastructure (infra/main.json)"
+# Whoever runs this script gets Key Vault Secrets Officer on the vault (the template assigns it) to write secrets.
+deployer_id="" deployer_type="User"
+if [ "$(az account show --query user.type -o tsv)" = "servicePrincipal" ]; then
+  deployer_type="ServicePrincipal"
+  deployer_id="$(az ad sp show --id "$(az account show --query user.name -o tsv)" --query id -o tsv 2>/dev/null || true)"
+else
+  deployer_id="$(az ad signed-in-user show --query id -o tsv 2>/dev/null || true)"
+fi
+[ -n "$deployer_id" ] || echo "deploy: could not read your object id: give yourself Key Vault Secrets Officer on the vault" >&2
+
+echo "deploy: subscription $subscription, region $location, groups $mgmt_rg / $runs_rg, image tag $tag"
+echo "deploy: 1/6 infrastructure (infra/main.json, operator settings from $params_file)"
 outputs="$(az deployment sub create --name "${prefix}-infra" --location "$location" \
-  --template-file infra/main.json \
+  --template-file infra/main.json --parameters "@$params_file" \
   --parameters prefix="$prefix" managementResourceGroup="$mgmt_rg" deploymentResourceGroup="$runs_rg" \
-               imageTag="$tag" templateSpecVersion="$spec_version" resultKey="$RESULT_KEY" \
+               imageTag="$tag" templateSpecVersion="$spec_version" appExists="$app_exists" \
+               keyVaultCreateMode="$vault_mode" deployerPrincipalId="$deployer_id" deployerPrincipalType="$deployer_type" \
   --query properties.outputs -o json)"
 output() { printf '%s' "$outputs" | python3 -c "import json, sys; print(json.load(sys.stdin)['$1']['value'])"; }
 function_name="$(output functionName)"
 registry="$(output registryName)"
 spec_name="$(output templateSpecName)"
+vault="$(output keyVaultName)"
+host="$(output defaultHostName)"
 
-echo "deploy: 2/4 template spec $spec_name version $spec_version (templates/aci.json)"
-az ts create --resource-group "$mgmt_rg" --name "$spec_name" --version "$spec_version" \
-  --location "$location" --template-file templates/aci.json --yes --only-show-errors >/dev/null
+echo "deploy: 2/6 secrets in Key Vault $vault"
+tries=0
+until secret_names="$(az keyvault secret list --vault-name "$vault" --query "[].name" -o tsv)"; do
+  tries=$((tries + 1))
+  if [ "$tries" -ge 20 ]; then
+    echo "deploy: cannot list the secrets of $vault: you need Key Vault Secrets Officer on it" >&2
+    exit 1
+  fi
+  echo "deploy: waiting for the Key Vault role assignment to take effect ($tries/20)"
+  sleep 15
+done
+if grep -qx "$RESULT_KEY_SECRET" <<<"$secret_names"; then
+  echo "deploy: RESULT_KEY is in the vault: kept (changing it would reject the results of runs in flight)"
+elif az keyvault secret list-deleted --vault-name "$vault" --query "[].name" -o tsv | grep -qx "$RESULT_KEY_SECRET"; then
+  echo "deploy: RESULT_KEY was deleted: recovering it"
+  az keyvault secret recover --vault-name "$vault" --name "$RESULT_KEY_SECRET" --output none
+else
+  echo "deploy: generating RESULT_KEY into the vault"
+  (umask 077 && openssl rand -hex 32 | tr -d '\n' >"$work/result-key")
+  az keyvault secret set --vault-name "$vault" --name "$RESULT_KEY_SECRET" \
+    --file "$work/result-key" --encoding utf-8 --output none
+  rm -f "$work/result-key"
+fi
+missing="$(python3 - "$params_file" "$secret_names" <<'PY'
+import json, sys
+wanted = json.load(open(sys.argv[1]))["parameters"].get("secretVariables", {}).get("value", {})
+have = set(sys.argv[2].split())
+print(" ".join(sorted(set(wanted.values()) - have)))
+PY
+)"
+if [ -n "$missing" ]; then
+  echo "deploy: secretVariables names secrets that are not in $vault: $missing" >&2
+  echo "deploy: add each one (infra/README.md, 'Secret variables'), then run this script again" >&2
+  exit 1
+fi
 
-echo "deploy: 3/4 container image $registry/loadme-runner:$tag"
-az acr build --registry "$registry" --image "loadme-runner:$tag" --image "loadme-runner:latest" \
-  --file container/Dockerfile . --only-show-errors >/dev/null
+if [ "$infra_only" = false ]; then
+  echo "deploy: 3/6 template spec $spec_name version $spec_version (templates/aci.json)"
+  az ts create --resource-group "$mgmt_rg" --name "$spec_name" --version "$spec_version" \
+    --location "$location" --template-file templates/aci.json --yes --only-show-errors >/dev/null
 
-echo "deploy: 4/4 function app $function_name"
-package="$(mktemp -d)/app.zip"
-git ls-files -z | python3 -c '
+  echo "deploy: 4/6 container image $registry/loadme-runner:$tag"
+  az acr build --registry "$registry" --image "loadme-runner:$tag" --image "loadme-runner:latest" \
+    --file container/Dockerfile . --only-show-errors >/dev/null
+
+  echo "deploy: 5/6 function app $function_name (Flex Consumption: the package goes to its deployment container)"
+  package="$work/app.zip"
+  git ls-files -z | python3 -c '
 import fnmatch, sys
 patterns = [p.strip() for p in open(".funcignore") if p.strip() and not p.startswith("#")]
 for name in sys.stdin.read().split("\0"):
     if name and not any(fnmatch.fnmatch(name, p) or name.startswith(p.rstrip("/") + "/") for p in patterns):
         print(name)' | zip -q "$package" -@
-az functionapp deployment source config-zip --resource-group "$mgmt_rg" --name "$function_name" \
-  --src "$package" --build-remote true --only-show-errors >/dev/null
-rm -f "$package"
+  az functionapp deployment source config-zip --resource-group "$mgmt_rg" --name "$function_name" \
+    --src "$package" --build-remote true --only-show-errors >/dev/null
+else
+  echo "deploy: 3-5/6 skipped (-i): template spec, image and code stay as they are"
+fi
 
-echo "deploy: done. API: https://$(az functionapp show -g "$mgmt_rg" -n "$function_name" --query defaultHostName -o tsv)/api"
+echo "deploy: 6/6 Key Vault references"
+app_id="$(az functionapp show -g "$mgmt_rg" -n "$function_name" --query id -o tsv)"
+# App Service caches resolved references for up to 24 hours; this makes it read them again now.
+az rest --method post --url "${app_id}/config/configreferences/appsettings/refresh?api-version=2022-03-01" \
+  --output none || echo "deploy: could not ask App Service to re-read Key Vault references" >&2
+unresolved=""
+for attempt in 1 2 3 4 5 6 7 8; do
+  if ! unresolved="$(az rest --method get --url "${app_id}/config/configreferences/appsettings?api-version=2022-03-01" \
+      --query "value[?properties.status!='Resolved'].[name, properties.status]" -o tsv)"; then
+    echo "deploy: could not read the status of the Key Vault references: check them in the portal" >&2
+    unresolved=""
+    break
+  fi
+  [ -n "$unresolved" ] || break
+  [ "$attempt" -eq 8 ] || sleep 15
+done
+if [ -n "$unresolved" ]; then
+  echo "deploy: these Key Vault references do not resolve (setting, status):" >&2
+  printf '%s\n' "$unresolved" >&2
+  exit 1
+fi
+
+if [ -n "$names_before" ]; then
+  names_after="$(az functionapp config appsettings list -g "$mgmt_rg" -n "$function_name" --query "[].name" -o tsv | sort)"
+  lost="$(comm -23 <(printf '%s\n' "$names_before") <(printf '%s\n' "$names_after"))"
+  if [ -n "$lost" ]; then
+    echo "deploy: these app settings were there before this run and are gone: $(printf '%s ' "$lost")" >&2
+    exit 1
+  fi
+fi
+
+if [ "$(output entraAuthEnabled)" = "True" ]; then
+  status="$(curl -s -o /dev/null -w '%{http_code}' "https://$host/api/status" || true)"
+  if [ "$status" != "401" ]; then
+    echo "deploy: Entra ID authentication is on, but a request without a token got HTTP $status, not 401" >&2
+    exit 1
+  fi
+  echo "deploy: Entra ID authentication is on: a request without a token gets 401"
+fi
+
+echo "deploy: done. API: https://$host/api"
 echo "deploy: function keys: az functionapp keys list -g $mgmt_rg -n $function_name"

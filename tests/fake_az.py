@@ -1,0 +1,124 @@
+"""A stand-in for the `az` CLI that infra/deploy.sh calls, for tests (there is no Azure here).
+
+State lives in the JSON file named by FAKE_AZ_STATE (what exists: providers, app, settings, secrets); every call is
+appended to FAKE_AZ_LOG with its arguments. `az deployment sub create` applies the app settings the way ARM would,
+by evaluating infra/main.json (tests/infra_model.py), so the test sees what a re-deploy does to operator settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.infra_model import app_settings, deployment_outputs
+
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
+
+
+def _option(args: list[str], *names: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg in names and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def _parameters(args: list[str]) -> dict[str, Any]:
+    """--parameters @file and --parameters k=v ..., later ones winning, as the CLI merges them."""
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        if args[i] == "--parameters":
+            i += 1
+            while i < len(args) and not args[i].startswith("--"):
+                item = args[i]
+                if item.startswith("@"):
+                    content = json.loads(Path(item[1:]).read_text())
+                    values.update({k: v["value"] for k, v in content["parameters"].items()})
+                else:
+                    key, _, raw = item.partition("=")
+                    values[key] = {"true": True, "false": False}.get(raw, raw)
+                i += 1
+        else:
+            i += 1
+    return values
+
+
+def main(args: list[str]) -> int:
+    state_path = Path(os.environ["FAKE_AZ_STATE"])
+    state = json.loads(state_path.read_text())
+    entry: dict[str, Any] = {"args": args}
+    out = ""
+    code = 0
+    words = " ".join(a for a in args[:3] if not a.startswith("-"))
+
+    def save() -> None:
+        state_path.write_text(json.dumps(state))
+
+    if words.startswith("account show"):
+        query = _option(args, "--query")
+        out = {"id": SUBSCRIPTION, "user.type": state.get("user_type", "user"),
+               "user.name": "deployer@example.com"}[query or "id"]
+    elif words.startswith("ad signed-in-user show"):
+        out = "deployer-object-id"
+    elif words.startswith("provider show"):
+        out = state["providers"].get(_option(args, "--namespace"), "NotRegistered")
+    elif words.startswith("provider register"):
+        state["providers"][_option(args, "--namespace")] = "Registered"
+    elif words.startswith("resource list"):
+        out = state.get("app") or ""
+    elif words.startswith("functionapp show"):
+        query = _option(args, "--query")
+        farm = "/subscriptions/x/resourceGroups/loadme-mgmt/providers/Microsoft.Web/serverfarms/plan"
+        app_id = f"/subscriptions/x/resourceGroups/loadme-mgmt/providers/Microsoft.Web/sites/{state.get('app')}"
+        out = {"serverFarmId": farm, "id": app_id}[query]
+    elif words.startswith("resource show"):
+        out = state.get("plan_tier", "FlexConsumption")
+    elif words.startswith("functionapp config"):  # appsettings list
+        query = _option(args, "--query") or ""
+        settings = state.get("settings", {})
+        out = "\n".join(settings) if query == "[].name" else settings.get("DEFAULT_IMAGE", "")
+    elif words.startswith("keyvault list-deleted"):
+        out = ""
+    elif words.startswith("keyvault list"):
+        out = state.get("vault") or ""
+    elif words.startswith("deployment sub create"):
+        values = _parameters(args)
+        entry["parameters"] = values
+        existing = state.get("settings") if values.get("appExists") else None
+        state["settings"] = app_settings(values, existing)
+        outputs = deployment_outputs(values)
+        state["app"] = outputs["functionName"]["value"]
+        state["vault"] = outputs["keyVaultName"]["value"]
+        out = json.dumps(outputs)
+    elif words.startswith("keyvault secret list-deleted"):
+        out = "\n".join(state.get("deleted_secrets", []))
+    elif words.startswith("keyvault secret list"):
+        out = "\n".join(state.get("secrets", {}))
+    elif words.startswith("keyvault secret set"):
+        path = Path(_option(args, "--file") or "")
+        entry["file_mode"] = oct(stat.S_IMODE(path.stat().st_mode))
+        entry["file"] = str(path)
+        state.setdefault("secrets", {})[_option(args, "--name")] = path.read_text()
+    elif words.startswith(("ts create", "acr build", "functionapp deployment")):
+        pass
+    elif words.startswith("rest"):
+        out = ""  # refresh accepted; every reference resolved
+    else:
+        sys.stderr.write(f"fake az: unexpected call {args}\n")
+        code = 3
+    save()
+    with open(os.environ["FAKE_AZ_LOG"], "a") as log:
+        log.write(json.dumps(entry) + "\n")
+    if out:
+        print(out)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
