@@ -124,3 +124,14 @@ def deployment_outputs(values: dict[str, Any] | None = None) -> dict[str, Any]:
         else:
             found[name] = {"type": output["type"], "value": Evaluator(outer).evaluate(expression)}
     return found
+
+
+def as_the_app_sees_them(settings: dict[str, str]) -> dict[str, str]:
+    """App settings after the platform resolved the Key Vault references (a stand-in secret each)."""
+    resolved = {}
+    for name, value in settings.items():
+        if value.startswith("@Microsoft.KeyVault(SecretUri="):
+            secret = value.rstrip("/)").rsplit("/", 1)[-1]
+            value = f"resolved-secret-{secret}-0123456789abcdefghij"
+        resolved[name] = value
+    return resolved

@@ -23,6 +23,7 @@ from tests.infra_model import (
     PARAMETERS_FILE,
     REPO,
     app_settings,
+    as_the_app_sees_them,
     client_id,
     deployment_outputs,
     evaluator,
@@ -68,14 +69,14 @@ BUILT_IN_ROLES = {
 
 def _settings_without(name: str, template_settings: dict[str, str]) -> list[str]:
     try:
-        Settings.from_mapping({k: v for k, v in template_settings.items() if k != name})
+        Settings.from_mapping(as_the_app_sees_them({k: v for k, v in template_settings.items() if k != name}))
     except SettingsError as err:
         return list(err.problems)
     return []
 
 
 def test_the_template_sets_every_setting_the_code_requires() -> None:
-    settings = Settings.from_mapping(app_settings())
+    settings = Settings.from_mapping(as_the_app_sees_them(app_settings()))
     assert settings.executor == "aci" and settings.aci is not None
     assert settings.result_auth == "identity"  # the containers post with their identity: no SAS, no key
     assert settings.storage_connection_string is None
@@ -131,7 +132,7 @@ def test_secret_variables_become_key_vault_references_the_code_resolves() -> Non
                                                    "___DbPassword": "SECRET_DB_PASSWORD"}
     assert env["SECRET_API_TOKEN"] == _vault_reference("api-token")
     assert env["SECRET_DB_PASSWORD"] == _vault_reference("db-password")
-    settings = Settings.from_mapping(env)
+    settings = Settings.from_mapping(as_the_app_sees_them(env))
     assert set(settings.secret_variables) == {"___ApiToken", "___DbPassword"}
 
 
@@ -164,7 +165,7 @@ def test_operator_settings_come_from_the_parameters_file() -> None:
     assert env["RUN_RETENTION_DAYS"] == "7"
     assert json.loads(env["ALLOWED_IMAGES"]) == ["myacr.azurecr.io/jobs/"]
     assert env["RUN_TIMEOUT_SECONDS"] == "900"
-    assert Settings.from_mapping(env).schedule == "0 0 6 * * *"
+    assert Settings.from_mapping(as_the_app_sees_them(env)).schedule == "0 0 6 * * *"
 
 
 def test_allowed_images_default_to_this_deployments_registry_and_admit_the_default_image() -> None:
@@ -198,7 +199,7 @@ def test_every_queue_table_and_container_the_code_uses_is_created() -> None:
               if r["type"].endswith("tableServices/tables")}
     containers = {ev.evaluate(r["name"]).rsplit("/", 1)[-1] for r in resources(inner)
                   if r["type"].endswith("blobServices/containers")}
-    settings = Settings.from_mapping(app_settings())
+    settings = Settings.from_mapping(as_the_app_sees_them(app_settings()))
     assert tables == {settings.journal_table, "loadmeadmission"}
     assert containers == {settings.logs_container, "app-package"}
 
@@ -340,7 +341,7 @@ def test_a_template_without_a_required_setting_breaks_the_contract() -> None:
     broken = copy.deepcopy(app_settings())
     del broken["RESULT_KEY"]
     with pytest.raises(SettingsError) as err:
-        Settings.from_mapping(broken)
+        Settings.from_mapping(as_the_app_sees_them(broken))
     assert any(p.startswith("RESULT_KEY") for p in err.value.problems)
 
 
