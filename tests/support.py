@@ -159,16 +159,23 @@ def all_queue_texts(ctx: Context) -> dict[str, list[str]]:
 
 
 class Clock:
-    """An injectable clock that tests move by hand."""
+    """An injectable clock that tests move by hand: fixed at `start`, or with `real=True` the real time
+    plus whatever the test added (for tests that also run real processes and real storage)."""
 
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    def __init__(self, start: datetime | None = None, real: bool = False) -> None:
+        self._start = start or datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+        self._real = real
+        self._offset = timedelta()
 
     def __call__(self) -> datetime:
-        return self.now
+        return (datetime.now(UTC) if self._real else self._start) + self._offset
+
+    @property
+    def now(self) -> datetime:
+        return self()
 
     def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+        self._offset += timedelta(seconds=seconds)
 
 
 # ---- messages ------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -34,8 +33,8 @@ from tests.support import (
 
 @pytest.fixture
 def clock() -> Clock:
-    """The app's clock, starting now (the local containers run in real time) and moved by the tests."""
-    return Clock(datetime.now(UTC))
+    """The app's clock: real time (the local containers and the storage run in it) plus what tests add."""
+    return Clock(real=True)
 
 
 @pytest.fixture
@@ -125,11 +124,13 @@ def test_janitor_removes_groups_whose_removal_kept_failing_and_orphans(ctx: Cont
     assert removals == sorted([(run_id, "janitor"), ("f" * 32, "orphan")])
 
 
-def test_poisoned_message_fails_its_run_and_shows_on_the_status_api(ctx: Context) -> None:
+def test_poisoned_message_fails_its_run_and_shows_on_the_status_api(ctx: Context,
+                                                                   request: pytest.FixtureRequest) -> None:
     response, initjob = post_json({"variables": {}})
     run_id = response_json(response)["run_id"]
     ctx.storage.queue(poison_queue(INITJOB_QUEUE)).send_message(initjob.get()[0])
     ctx.storage.raw_queue(poison_queue(INITJOB_QUEUE)).send_message("not even base64 ###")
+    request.addfinalizer(ctx.storage.raw_queue(poison_queue(INITJOB_QUEUE)).clear_messages)  # queues outlive tests
     _janitor()
     status = _status(run_id)
     assert (status["state"], status["cleaned_up"]) == ("failed", True)
@@ -139,7 +140,6 @@ def test_poisoned_message_fails_its_run_and_shows_on_the_status_api(ctx: Context
     initjob_poison = service["poison_queues"]["initjob-poison"]
     assert initjob_poison["depth"] == 2 and initjob_poison["oldest_age_seconds"] >= 0
     assert service["poison_queues"]["stage2-poison"] == {"depth": 0, "oldest_age_seconds": None}
-    ctx.storage.raw_queue(poison_queue(INITJOB_QUEUE)).clear_messages()  # the queues outlive this test
 
 
 def test_janitor_logs_poison_depths(ctx: Context, caplog: pytest.LogCaptureFixture) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 from loadme import contract
 from loadme.context import Context
 from loadme.deploy import build_container_spec
 from loadme.envelope import StepMessage, StepPlan
-from loadme.executors.local import RUNNER, LocalExecutor, group_alive
+from loadme.executors.local import CONTAINER_DIR, RUNNER, LocalExecutor, group_alive
 from loadme.names import container_group_name, new_run_id
 from loadme.runs import reserved_variables
 from tests.support import wait_until
@@ -92,3 +93,19 @@ def _environ(proc: Path) -> str:
         return (proc / "environ").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_a_claimed_group_runs_even_when_whoever_started_it_died_at_once(context: Context) -> None:
+    """A host killed while it started a container: the supervisor's answer finds no reader, and the
+    container must run all the same (a claimed group is always a started one)."""
+    spec = build_container_spec(context, _step(context, ("python", "jobs/demo_job.py")))
+    executor = context.executor
+    assert isinstance(executor, LocalExecutor)
+    executor.root.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(executor.supervisor_command(spec), env=executor.process_environment(spec),
+                               cwd=CONTAINER_DIR, start_new_session=True, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    process.stdout.close()  # the starter is gone before the supervisor answers
+    wait_until(lambda: executor.state(spec.name).state == "terminated", 30, "the container to run to its end")
+    assert executor.state(spec.name).exit_code == 0
+    process.wait(timeout=30)

@@ -15,6 +15,7 @@ one process, so a claimed group is always a started one, even when the caller di
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -59,21 +60,24 @@ class LocalExecutor:
         env["LANG"] = "C.UTF-8"  # as the python:3.13-slim base image sets it
         return env
 
+    def supervisor_command(self, spec: ContainerSpec) -> list[str]:
+        """The command line of the supervisor that claims and runs `spec`'s group (see module doc)."""
+        record = {
+            "name": spec.name, "run_id": spec.run_id, "step": spec.step,
+            "deadline": spec.deadline, "image": spec.image, "command": list(spec.command),
+        }
+        return [sys.executable, "-m", "loadme.executors.local", str(self.root), json.dumps(record), "--",
+                sys.executable, str(RUNNER), *spec.command]
+
     def deploy(self, spec: ContainerSpec) -> bool:
         """Start the runner for `spec`; False if this group was already started.
 
         Raises TransientError when the supervisor could not start (the host retries).
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        record = {
-            "name": spec.name, "run_id": spec.run_id, "step": spec.step,
-            "deadline": spec.deadline, "image": spec.image, "command": list(spec.command),
-        }
-        argv = [sys.executable, "-m", "loadme.executors.local", str(self.root), json.dumps(record), "--",
-                sys.executable, str(RUNNER), *spec.command]
         process = subprocess.Popen(
-            argv, env=self.process_environment(spec), cwd=CONTAINER_DIR, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            self.supervisor_command(spec), env=self.process_environment(spec), cwd=CONTAINER_DIR,
+            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
         assert process.stdout is not None
         with process.stdout:
@@ -241,7 +245,10 @@ def _supervise(folder: Path, argv: list[str]) -> int:
 def _main(argv: list[str]) -> int:
     root, record, _separator, *command = argv
     folder = _claim(Path(root), json.loads(record))
-    print(STARTED if folder else EXISTS, flush=True)
+    # The caller may have died since it started us (a killed host): the claim stands and the container
+    # must run all the same, so an answer nobody reads is not an error.
+    with contextlib.suppress(BrokenPipeError):
+        print(STARTED if folder else EXISTS, flush=True)
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the caller stops reading here
     if folder is None:
         return 0
