@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import typing
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import azure.functions as func
 
+from loadme import poison, reports
 from loadme.api import check_idempotency_key, error_body, parse_start_request, start_request_from_object
 from loadme.cancel import cancel_run as cancel
 from loadme.cleanup import remove_step
@@ -21,7 +23,8 @@ from loadme.context import configure_logging, get_context
 from loadme.deploy import deploy_step
 from loadme.envelope import Message, RemovalMessage, ResultMessage, StepMessage, decode
 from loadme.errors import EnvelopeError, RequestError, SettingsError
-from loadme.janitor import poison_stats, sweep
+from loadme.failures import failures_noted
+from loadme.janitor import sweep
 from loadme.names import (
     INITJOB_QUEUE,
     REMOVEINFRA_QUEUE,
@@ -30,6 +33,7 @@ from loadme.names import (
     run_id_for_idempotency_key,
 )
 from loadme.openapi import openapi_document
+from loadme.poison import poison_stats
 from loadme.results import accept_result
 from loadme.runs import run_status as read_run_status
 from loadme.runs import start_run
@@ -70,6 +74,25 @@ def _decode(msg: func.QueueMessage, kind: type[Any], queue: str) -> Any:
         logger.error("malformed message %s on %s (dequeue count %s): %s",
                      msg.id, queue, getattr(msg, "dequeue_count", "?"), exc)
         raise
+
+
+def _answer(handle: Callable[[], tuple[int, Any]]) -> func.HttpResponse:
+    """Run a request's handler: its status and JSON body, a 4xx JSON error for bad input, a logged
+    500 only for a misconfigured app."""
+    try:
+        status, body = handle()
+    except RequestError as exc:
+        return _json(exc.status, error_body(exc.message))
+    except SettingsError as exc:
+        logger.error("the app is misconfigured: %s", exc)
+        return _json(500, error_body("the app is misconfigured; see its log"))
+    return _json(status, body)
+
+
+def _found(run_id: str, body: Any) -> tuple[int, Any]:
+    if body is None:
+        raise RequestError(404, f"no run with id {run_id!r}")
+    return 200, body
 
 
 def _send(out: Messages, messages: list[Message]) -> None:
@@ -124,6 +147,52 @@ def cancel_run(req: func.HttpRequest, removeinfra: Messages) -> func.HttpRespons
     return _json(202, {"run_id": run_id, "state": outcome.state, "status_url": status_url})
 
 
+@app.function_name("list_runs")
+@app.route(route="runs", methods=["GET"])
+def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    """Runs newest first: `state`, `since`, `until` (ISO 8601), `limit`, `cursor` (from `next_cursor`)."""
+    return _answer(lambda: (200, reports.list_runs(get_context(), req.params)))
+
+
+@app.function_name("run_logs")
+@app.route(route="runs/{run_id}/logs", methods=["GET"])
+def run_logs(req: func.HttpRequest) -> func.HttpResponse:
+    """Each step's archived log, or the live one while it runs (`step`, `tail` lines); 404 if unknown."""
+    run_id = req.route_params.get("run_id", "")
+    return _answer(lambda: _found(run_id, reports.run_logs(get_context(), run_id, req.params)
+                                  if is_run_id(run_id) else None))
+
+
+@app.function_name("run_stats")
+@app.route(route="stats", methods=["GET"])
+def run_stats(req: func.HttpRequest) -> func.HttpResponse:
+    """Runs per day by state, success rate and duration p50/p95 over the last `days` days."""
+    return _answer(lambda: (200, reports.run_stats(get_context(), req.params)))
+
+
+@app.function_name("poison_list")
+@app.route(route="poison/{queue}", methods=["GET"])
+def poison_list(req: func.HttpRequest) -> func.HttpResponse:
+    """The messages in `<queue>-poison`, each with its run, error and age."""
+    return _answer(lambda: (200, poison.list_poison(get_context(), req.route_params.get("queue", ""))))
+
+
+@app.function_name("poison_requeue")
+@app.route(route="poison/{queue}/{message_id}/requeue", methods=["POST"])
+def poison_requeue(req: func.HttpRequest) -> func.HttpResponse:
+    """Put a poisoned message back on its queue (idempotent); 404 if unknown, 409 if it was dropped."""
+    queue, message_id = req.route_params.get("queue", ""), req.route_params.get("message_id", "")
+    return _answer(lambda: (200, poison.requeue(get_context(), queue, message_id)))
+
+
+@app.function_name("poison_drop")
+@app.route(route="poison/{queue}/{message_id}", methods=["DELETE"])
+def poison_drop(req: func.HttpRequest) -> func.HttpResponse:
+    """Delete a poisoned message (idempotent); its run ends failed; 404 if unknown, 409 if requeued."""
+    queue, message_id = req.route_params.get("queue", ""), req.route_params.get("message_id", "")
+    return _answer(lambda: (200, poison.drop(get_context(), queue, message_id)))
+
+
 @app.function_name("service_status")
 @app.route(route="status", methods=["GET"])
 def service_status(req: func.HttpRequest) -> func.HttpResponse:
@@ -145,7 +214,8 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 def dq_init_job(msg: func.QueueMessage, removeinfra: Messages) -> None:
     """Deploy the step's container group (idempotent)."""
     step: StepMessage = _decode(msg, StepMessage, INITJOB_QUEUE)
-    _send(removeinfra, list(deploy_step(get_context(), step)))
+    with failures_noted(INITJOB_QUEUE, step, msg.dequeue_count):
+        _send(removeinfra, list(deploy_step(get_context(), step)))
 
 
 @app.function_name("stage2")
@@ -155,7 +225,8 @@ def dq_init_job(msg: func.QueueMessage, removeinfra: Messages) -> None:
 def stage2(msg: func.QueueMessage, initjob: Messages, removeinfra: Messages) -> None:
     """Accept a container's result; send the next step or finish, and the removal."""
     result: ResultMessage = _decode(msg, ResultMessage, STAGE2_QUEUE)
-    follow = accept_result(get_context(), result)
+    with failures_noted(STAGE2_QUEUE, result, msg.dequeue_count):
+        follow = accept_result(get_context(), result)
     _send(initjob, list(follow.next_steps))
     _send(removeinfra, list(follow.removals))
 
@@ -165,7 +236,8 @@ def stage2(msg: func.QueueMessage, initjob: Messages, removeinfra: Messages) -> 
 def remove_infra(msg: func.QueueMessage) -> None:
     """Archive the step's logs and delete its container group (idempotent)."""
     removal: RemovalMessage = _decode(msg, RemovalMessage, REMOVEINFRA_QUEUE)
-    remove_step(get_context(), removal)
+    with failures_noted(REMOVEINFRA_QUEUE, removal, msg.dequeue_count):
+        remove_step(get_context(), removal)
 
 
 @app.function_name("janitor")

@@ -109,37 +109,31 @@ class Dispatcher:
             logger.error("unknown StreamingMessage content type: %s", content)
 
     def serve(self) -> None:
-        """Read frames until the host closes the connection; each request runs as its own task."""
-        while (payload := read_frame(self.sock)) is not None:
-            message = rpc.StreamingMessage.FromString(payload)
-            self.loop.call_soon_threadsafe(self.loop.create_task, self.dispatch(message))
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Read frames until the host closes the connection; each request runs as its own task.
 
-
-def _die_with_the_host() -> None:
-    """Linux: end this process when the host process dies, as the worker dies with the host in Azure
-    (a killed host takes its worker with it; the worker must not go on running invocations)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        The worker ends with its host, at once: a host that stops gracefully has no invocation in
+        flight any more when it closes the channel, and one that died takes its worker with it, as
+        in Azure, so nothing a dead host asked for goes on running.
+        """
+        try:
+            while (payload := read_frame(self.sock)) is not None:
+                message = rpc.StreamingMessage.FromString(payload)
+                self.loop.call_soon_threadsafe(self.loop.create_task, self.dispatch(message))
+        finally:
+            logging.shutdown()
+            os._exit(0)
 
 
 def main(argv: list[str]) -> int:
     level = os.environ.get("DEVHOST_WORKER_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
-    _die_with_the_host()
     sock = socket.socket(fileno=int(argv[0]))
     sys.path.insert(0, os.getcwd())  # the host starts the worker in the app's root, which must import
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     dispatcher = Dispatcher(sock, loop)
-    reader = threading.Thread(target=dispatcher.serve, name="rpc-reader", daemon=True)
-    reader.start()
-    loop.run_forever()
-    dispatcher.library.stop_threadpool_executor()
+    threading.Thread(target=dispatcher.serve, name="rpc-reader", daemon=True).start()
+    loop.run_forever()  # until the reader ends the process
     return 0
 
 

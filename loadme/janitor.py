@@ -22,35 +22,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from loadme import telemetry
 from loadme.context import Context
-from loadme.envelope import Message, RemovalMessage, ResultMessage, StepMessage, decode_queue_text, parse_time
-from loadme.errors import EnvelopeError
+from loadme.envelope import RemovalMessage, parse_time
 from loadme.executors import OwnedGroup
 from loadme.journal import EventType, RunState
-from loadme.names import INITJOB_QUEUE, REMOVEINFRA_QUEUE, STAGE2_QUEUE, TRIGGER_QUEUES, poison_queue
+from loadme.names import poison_queue
+from loadme.poison import KINDS, MAX_PEEK, PoisonStats, decode_poisoned, poison_stats, poisoned_reason
 
 logger = logging.getLogger(__name__)
 
-MAX_PEEK = 32  # the Queue service's peek limit
 RETENTION_BATCH = 100  # expired runs deleted per tick at most
-_KINDS: dict[str, type[Message]] = {
-    INITJOB_QUEUE: StepMessage, STAGE2_QUEUE: ResultMessage, REMOVEINFRA_QUEUE: RemovalMessage,
-}
-
-
-@dataclass(frozen=True)
-class PoisonStats:
-    """One poison queue: how many messages and how old the oldest one is."""
-
-    queue: str
-    depth: int
-    oldest_age_seconds: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"depth": self.depth, "oldest_age_seconds": self.oldest_age_seconds}
 
 
 @dataclass
@@ -64,24 +47,6 @@ class JanitorReport:
     groups_alive: int = 0
     groups_past_deadline: int = 0
     expired: int = 0
-
-
-def poison_stats(ctx: Context) -> list[PoisonStats]:
-    """Depth and oldest-message age of every poison queue (missing queues count as empty)."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    now = ctx.clock()
-    stats = []
-    for queue in TRIGGER_QUEUES:
-        client = ctx.storage.raw_queue(poison_queue(queue))
-        try:
-            depth = int(client.get_queue_properties().approximate_message_count or 0)
-            peeked = list(client.peek_messages(max_messages=1)) if depth else []
-        except ResourceNotFoundError:
-            depth, peeked = 0, []
-        age = (now - peeked[0].inserted_on).total_seconds() if peeked and peeked[0].inserted_on else None
-        stats.append(PoisonStats(poison_queue(queue), depth, age))
-    return stats
 
 
 def sweep(ctx: Context) -> JanitorReport:
@@ -177,18 +142,17 @@ def _check_groupless_steps(ctx: Context, now: datetime, owned: set[str], report:
 def _record_poisoned_runs(ctx: Context, report: JanitorReport) -> None:
     from azure.core.exceptions import ResourceNotFoundError
 
-    for queue, kind in _KINDS.items():
+    for queue in KINDS:
         try:
             peeked = list(ctx.storage.raw_queue(poison_queue(queue)).peek_messages(max_messages=MAX_PEEK))
         except ResourceNotFoundError:
             continue  # no poison queue yet: nothing was poisoned
         for message in peeked:
-            try:
-                poisoned = decode_queue_text(message.content, kind)
-            except EnvelopeError:
+            poisoned, _ = decode_poisoned(queue, message.content)
+            if poisoned is None:
                 continue  # no run to attribute it to; counted in the poison stats
-            if ctx.journal.finish(poisoned.run_id, RunState.FAILED,
-                                  f"{queue} message for step {poisoned.step} was poisoned", step=poisoned.step):
+            if ctx.journal.finish(poisoned.run_id, RunState.FAILED, poisoned_reason(queue, poisoned.step),
+                                  step=poisoned.step):
                 report.failed.append(poisoned.run_id)
                 logger.error("janitor: %s message poisoned; run failed", queue,
                              extra={"run_id": poisoned.run_id, "step": poisoned.step})

@@ -59,6 +59,11 @@ class EventType(StrEnum):
     TERMINAL = "terminal"
     LOGS_ARCHIVED = "logs_archived"
     REMOVED = "removed"
+    # Notes: written over (the latest counts), never part of the state machine.
+    ATTEMPT_FAILED = "attempt_failed"  # a delivery of one of the step's messages failed (per queue)
+    REQUEUED = "requeued"  # an operator put a poisoned message back
+    DROPPED = "dropped"  # an operator deleted a poisoned message
+    REOPENED = "reopened"  # a requeue undid the end the poisoning had caused
 
 
 _JSON_FIELDS = ("variables", "steps", "ignored", "secrets")
@@ -67,9 +72,9 @@ _ORDER: dict[str, int] = {e.value: i for i, e in enumerate(EventType)}
 _RUN_STEP = 0  # events of the run as a whole (requested, terminal) are recorded on step 0
 
 
-def row_key(step: int, event: EventType) -> str:
-    """The deterministic RowKey of an event."""
-    return f"{step:03d}-{event.value}"
+def row_key(step: int, event: EventType, qualifier: str = "") -> str:
+    """The deterministic RowKey of an event (`qualifier` tells apart notes of one kind, e.g. per queue)."""
+    return f"{step:03d}-{event.value}" + (f"-{qualifier}" if qualifier else "")
 
 
 @dataclass(frozen=True)
@@ -124,12 +129,29 @@ class Journal:
         )
         return True
 
-    def get(self, run_id: str, step: int, event: EventType) -> Event | None:
+    def note(self, run_id: str, step: int, event: EventType, qualifier: str = "", **details: Any) -> None:
+        """Write a note (not a state change): the latest one of its kind replaces the earlier."""
+        from azure.data.tables import UpdateMode
+
+        entity: dict[str, Any] = {"PartitionKey": run_id, "RowKey": row_key(step, event, qualifier),
+                                  "event": event.value, "step": step, "at": self._clock().isoformat()}
+        entity.update({k: v for k, v in details.items() if v is not None})
+        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def note_failure(self, run_id: str, step: int, queue: str, error: str, delivery: int | None) -> None:
+        """Record why a delivery of one of the step's messages failed (what the poison list shows)."""
+        self.note(run_id, step, EventType.ATTEMPT_FAILED, queue, queue=queue, error=error, delivery=delivery)
+
+    def failure(self, run_id: str, step: int, queue: str) -> Event | None:
+        """The last failed delivery recorded for the step's message on `queue`."""
+        return self.get(run_id, step, EventType.ATTEMPT_FAILED, queue)
+
+    def get(self, run_id: str, step: int, event: EventType, qualifier: str = "") -> Event | None:
         """One event, or None."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            entity = self._table.get_entity(run_id, row_key(step, event))
+            entity = self._table.get_entity(run_id, row_key(step, event, qualifier))
         except ResourceNotFoundError:
             return None
         return _event(entity)
@@ -138,7 +160,7 @@ class Journal:
         """All of a run's events in the order they happened."""
         rows = self._table.query_entities("PartitionKey eq @run", parameters={"run": run_id})
         found = [_event(row) for row in rows]
-        return sorted(found, key=lambda e: (e.at, e.step, _ORDER.get(e.event, 9)))
+        return sorted(found, key=lambda e: (e.at, e.step, _ORDER.get(e.event, 99)))
 
     # ---- the run as a whole --------------------------------------------------------------------
     def requested(self, run_id: str) -> Event | None:
@@ -157,11 +179,16 @@ class Journal:
         self.index.add(run_id, created_at, trigger, len(steps), steps[0]["image"] if steps else "")
         return recorded
 
-    def reindex(self, requested: Event) -> None:
-        """Make sure a recorded run is in the index (a crash may have come between the two writes)."""
+    def reindex(self, requested: Event, reopened: bool = False) -> None:
+        """Make sure a recorded run is in the index (a crash may have come between the two writes);
+        `reopened` puts a run that had ended back as running."""
         steps = requested.details.get("steps") or []
-        self.index.add(requested.run_id, str(requested.details.get("created_at") or requested.at),
-                       str(requested.details.get("trigger", "")), len(steps), steps[0]["image"] if steps else "")
+        arguments = (requested.run_id, str(requested.details.get("created_at") or requested.at),
+                     str(requested.details.get("trigger", "")), len(steps), steps[0]["image"] if steps else "")
+        if reopened:
+            self.index.reopen(*arguments)
+        else:
+            self.index.add(*arguments)
 
     def finish(self, run_id: str, state: RunState, reason: str = "", step: int = _RUN_STEP,
                exit_code: int | None = None) -> bool:
@@ -178,6 +205,33 @@ class Journal:
         if won and created_at:
             self.index.finish(run_id, created_at, state.value, now.isoformat(), duration, exit_code, reason)
         return won
+
+    def reopen(self, run_id: str, reason: str) -> bool:
+        """Undo a run's end when it ended for exactly `reason` (a poisoning an operator now retries).
+
+        Returns whether it was reopened; the terminal row is deleted only if unchanged (ETag).
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        try:
+            entity = self._table.get_entity(run_id, row_key(_RUN_STEP, EventType.TERMINAL))
+        except ResourceNotFoundError:
+            return False
+        if entity.get("reason") != reason:
+            return False
+        try:
+            self._table.delete_entity(run_id, entity["RowKey"], etag=entity.metadata["etag"],
+                                      match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        self.note(run_id, _RUN_STEP, EventType.REOPENED, reason=f"ended by: {reason}")
+        requested = self.requested(run_id)
+        if requested is not None:
+            self.reindex(requested, reopened=True)
+        telemetry.emit(telemetry.RUN_EVENT, "run %s reopened", run_id, run_id=run_id, step=_RUN_STEP,
+                       event=EventType.REOPENED.value, reason=reason)
+        return True
 
     def forget(self, run_id: str) -> None:
         """Delete every row of a run (retention); its index row is the index's to delete."""

@@ -9,6 +9,8 @@ from typing import Any
 
 from loadme.api import MAX_BODY_BYTES, MAX_COMMAND_ARGS, MAX_IDEMPOTENCY_KEY, MAX_STEPS
 from loadme.journal import RunState
+from loadme.names import TRIGGER_QUEUES
+from loadme.reports import DEFAULT_LIMIT, DEFAULT_STATS_DAYS, MAX_LIMIT, MAX_LOG_LINES
 from loadme.settings import MAX_TIMEOUT_SECONDS
 
 STATES = [state.value for state in RunState]
@@ -17,6 +19,10 @@ STATES = [state.value for state in RunState]
 def _error(description: str) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
 def _json(description: str, schema: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -36,6 +42,10 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                "items": {"type": "string", "minLength": 1}}
     run_id_param = {"name": "run_id", "in": "path", "required": True,
                     "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+    queue_param = {"name": "queue", "in": "path", "required": True,
+                   "schema": {"type": "string", "enum": list(TRIGGER_QUEUES)}}
+    message_param = {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    nullable_number = {"type": ["number", "null"]}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -81,6 +91,67 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                     },
                 },
             },
+            "/runs": {"get": {
+                "operationId": "listRuns",
+                "summary": "Runs, newest first, from the journal's index",
+                "parameters": [
+                    _query("state", "Only runs in this state", {"type": "string", "enum": STATES}),
+                    _query("since", "Created at or after (ISO 8601 with zone; default: the retention period ago)",
+                           {"type": "string", "format": "date-time"}),
+                    _query("until", "Created at or before (ISO 8601 with zone; default: now)",
+                           {"type": "string", "format": "date-time"}),
+                    _query("limit", f"Runs per page (default {DEFAULT_LIMIT})",
+                           {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+                    _query("cursor", "next_cursor of the previous page", {"type": "string"}),
+                ],
+                "responses": {"200": _json("A page of runs", "RunList"), "400": _error("A bad parameter")},
+            }},
+            "/runs/{run_id}/logs": {
+                "parameters": [run_id_param],
+                "get": {
+                    "operationId": "getRunLogs",
+                    "summary": "Each step's archived log, or the live one while it runs (secrets redacted)",
+                    "parameters": [_query("step", "Only this step", {"type": "integer", "minimum": 1}),
+                                   _query("tail", "Only the last lines", {"type": "integer", "minimum": 1,
+                                                                          "maximum": MAX_LOG_LINES})],
+                    "responses": {"200": _json("The logs", "RunLogs"), "400": _error("A bad parameter"),
+                                  "404": _error("Unknown run")},
+                },
+            },
+            "/stats": {"get": {
+                "operationId": "getStats",
+                "summary": "Runs per day by state, success rate, duration p50/p95",
+                "parameters": [_query("days", f"Days back, today included (default {DEFAULT_STATS_DAYS}; at most "
+                                              "RUN_RETENTION_DAYS)", {"type": "integer", "minimum": 1})],
+                "responses": {"200": _json("Statistics", "Stats"), "400": _error("A bad parameter")},
+            }},
+            "/poison/{queue}": {
+                "parameters": [queue_param],
+                "get": {
+                    "operationId": "listPoison",
+                    "summary": "The messages in <queue>-poison (the first 32) with their run, error and age",
+                    "responses": {"200": _json("The poison queue", "PoisonList"), "404": _error("No such queue")},
+                },
+            },
+            "/poison/{queue}/{message_id}/requeue": {
+                "parameters": [queue_param, message_param],
+                "post": {
+                    "operationId": "requeuePoison",
+                    "summary": "Put a poisoned message back on its queue; reopens the run the poisoning ended "
+                               "(idempotent)",
+                    "responses": {"200": _json("Requeued (now or before)", "PoisonAction"),
+                                  "404": _error("No such message"), "409": _error("It was dropped")},
+                },
+            },
+            "/poison/{queue}/{message_id}": {
+                "parameters": [queue_param, message_param],
+                "delete": {
+                    "operationId": "dropPoison",
+                    "summary": "Delete a poisoned message; its run ends failed (idempotent)",
+                    "responses": {"200": _json("Dropped (now or before)", "PoisonAction"),
+                                  "404": _error("No such message"), "409": _error("It was requeued")},
+                },
+            },
             "/status": {"get": {
                 "operationId": "getServiceStatus",
                 "summary": "Poison queue depths and oldest message ages",
@@ -118,11 +189,12 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                 "additionalProperties": True},
             "RunStatus": {
                 "type": "object",
-                "required": ["run_id", "state", "cleaned_up", "variables", "events", "logs", "steps",
+                "required": ["run_id", "state", "reason", "cleaned_up", "variables", "events", "logs", "steps",
                              "current_step", "plan"],
                 "properties": {
                     "run_id": {"type": "string"},
                     "state": {"type": "string", "enum": STATES},
+                    "reason": {"type": "string"},
                     "cleaned_up": {"type": "boolean"},
                     "variables": {"$ref": "#/components/schemas/Variables"},
                     "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
@@ -137,6 +209,54 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                     "type": "object", "required": ["depth", "oldest_age_seconds"], "properties": {
                         "depth": {"type": "integer", "minimum": 0},
                         "oldest_age_seconds": {"type": ["number", "null"]}}}}}},
+            "IndexedRun": {
+                "type": "object", "required": ["run_id", "created_at", "state", "trigger", "steps", "image"],
+                "properties": {
+                    "run_id": {"type": "string"}, "created_at": {"type": "string"},
+                    "state": {"type": "string", "enum": STATES}, "trigger": {"type": "string"},
+                    "steps": {"type": "integer"}, "image": {"type": "string"},
+                    "ended_at": {"type": ["string", "null"]}, "duration_seconds": nullable_number,
+                    "exit_code": {"type": ["integer", "null"]}, "reason": {"type": "string"},
+                },
+            },
+            "RunList": {"type": "object", "required": ["runs", "next_cursor"], "properties": {
+                "runs": {"type": "array", "items": {"$ref": "#/components/schemas/IndexedRun"}},
+                "next_cursor": {"type": ["string", "null"]}}},
+            "RunLogs": {"type": "object", "required": ["run_id", "steps"], "properties": {
+                "run_id": {"type": "string"},
+                "steps": {"type": "array", "items": {
+                    "type": "object", "required": ["step", "source", "text"], "properties": {
+                        "step": {"type": "integer"}, "source": {"type": "string", "enum": ["archive", "live", "none"]},
+                        "blob": {"type": ["string", "null"]}, "text": {"type": "string"}}}}}},
+            "Stats": {
+                "type": "object", "required": ["days", "total", "by_state", "success_rate", "duration_seconds"],
+                "properties": {
+                    "days": {"type": "array", "items": {
+                        "type": "object", "required": ["date", "total", "by_state"], "properties": {
+                            "date": {"type": "string"}, "total": {"type": "integer"},
+                            "by_state": {"type": "object", "additionalProperties": {"type": "integer"}}}}},
+                    "total": {"type": "integer"},
+                    "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "success_rate": nullable_number,
+                    "duration_seconds": {"type": "object", "required": ["p50", "p95"],
+                                         "properties": {"p50": nullable_number, "p95": nullable_number}},
+                },
+            },
+            "PoisonList": {"type": "object", "required": ["queue", "depth", "truncated", "messages"], "properties": {
+                "queue": {"type": "string"}, "depth": {"type": "integer"}, "truncated": {"type": "boolean"},
+                "messages": {"type": "array", "items": {
+                    "type": "object", "required": ["id", "kind", "run_id", "step", "error", "age_seconds"],
+                    "properties": {
+                        "id": {"type": "string"}, "kind": {"type": "string"},
+                        "run_id": {"type": ["string", "null"]}, "step": {"type": ["integer", "null"]},
+                        "error": {"type": "string"}, "inserted_at": {"type": ["string", "null"]},
+                        "age_seconds": nullable_number}}}}},
+            "PoisonAction": {"type": "object", "required": ["action", "queue", "message_id", "run_id", "step"],
+                             "properties": {
+                                 "action": {"type": "string", "enum": ["requeued", "dropped"]},
+                                 "queue": {"type": "string"}, "message_id": {"type": "string"},
+                                 "run_id": {"type": ["string", "null"]}, "step": {"type": ["integer", "null"]},
+                                 "reopened": {"type": "boolean"}}},
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
         }},
     }

@@ -8,6 +8,7 @@ characters):
 - `idx-active`: one row per step between `deploying` and `removed`; the janitor reads this one
   partition instead of the whole journal, so a tick costs the same however many runs are past.
 - `idx-meta`: the oldest day that still has runs (where retention resumes).
+- `idx-ops`: what operator actions (poison requeue, drop) did, so a repeat returns the same.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 DAY_PREFIX = "idx-day-"
 ACTIVE = "idx-active"
 META = "idx-meta"
+OPERATIONS = "idx-ops"
 _MAX_MS = 10**13 - 1
 _TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 _INDEX_FIELDS = ("run_id", "created_at", "state", "trigger", "steps", "image", "ended_at", "duration_seconds",
@@ -135,6 +137,15 @@ class RunIndex:
             self._table.create_entity({"PartitionKey": META, "RowKey": "retention",
                                        "oldest_day": f"{_created(created_at).date():%Y%m%d}"})
 
+    def reopen(self, run_id: str, created_at: str, trigger: str, steps: int, image: str) -> None:
+        """Put an ended run back as running (its end was undone): the end fields are cleared."""
+        from azure.data.tables import UpdateMode
+
+        partition, row = _key(created_at, run_id)
+        self._table.upsert_entity({"PartitionKey": partition, "RowKey": row, "run_id": run_id,
+                                   "created_at": created_at, "state": "running", "trigger": trigger,
+                                   "steps": steps, "image": image}, mode=UpdateMode.REPLACE)
+
     def progress(self, run_id: str, created_at: str, state: str) -> None:
         """Move an unfinished run's state forward; an ended run keeps its end (checked by ETag)."""
         from azure.core import MatchConditions
@@ -230,6 +241,24 @@ class RunIndex:
         """Delete a run's index row (retention)."""
         partition, row = _key(run.created_at, run.run_id)
         self._table.delete_entity(partition, row)
+
+    # ---- operator actions (idempotency) ---------------------------------------------------------
+    def record_operation(self, key: str, outcome: dict[str, Any]) -> None:
+        """Remember what an operator action did, so a repeat returns the same outcome."""
+        from azure.data.tables import UpdateMode
+
+        self._table.upsert_entity({"PartitionKey": OPERATIONS, "RowKey": key, "outcome": json.dumps(outcome),
+                                   "at": self._clock().isoformat()}, mode=UpdateMode.REPLACE)
+
+    def operation(self, key: str) -> dict[str, Any] | None:
+        """The outcome of an earlier operator action, or None."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = self._table.get_entity(OPERATIONS, key)
+        except ResourceNotFoundError:
+            return None
+        return dict(json.loads(entity["outcome"]))
 
     # ---- active steps ------------------------------------------------------------------------
     def activate(self, run_id: str, step: int, deadline: str, container_group: str) -> None:

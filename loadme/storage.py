@@ -41,9 +41,11 @@ def parse_connection_string(conn: str) -> dict[str, str]:
 class StorageClients:
     """One set of clients for the app's storage account (connection string or managed identity)."""
 
-    def __init__(self, settings: Settings, credential: Any = None) -> None:
+    def __init__(self, settings: Settings, credential: Any = None, **client_options: Any) -> None:
+        """`client_options` go to every SDK client (tests pass a `raw_request_hook` to count requests)."""
         self._settings = settings
         self._credential = credential
+        self._options = client_options
         if settings.storage_connection_string:
             self._conn = parse_connection_string(settings.storage_connection_string)
             self.account_name = self._conn.get("AccountName", "")
@@ -77,14 +79,14 @@ class StorageClients:
         return QueueClient(
             self._endpoint("queue"), name, credential=self._auth,
             message_encode_policy=TextBase64EncodePolicy(),
-            message_decode_policy=TextBase64DecodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(), **self._options,
         )
 
     def raw_queue(self, name: str) -> QueueClient:
         """A client for queue `name` that sends and reads text as is (no base64)."""
         from azure.storage.queue import QueueClient
 
-        return QueueClient(self._endpoint("queue"), name, credential=self._auth)
+        return QueueClient(self._endpoint("queue"), name, credential=self._auth, **self._options)
 
     def queue_messages_url(self, name: str) -> str:
         """The REST URL the runner posts its result to."""
@@ -101,14 +103,15 @@ class StorageClients:
             cred: Any = AzureNamedKeyCredential(self.account_name, self._conn["AccountKey"])
         else:
             cred = self._auth
-        return TableClient(self._endpoint("table"), self._settings.journal_table, credential=cred)
+        return TableClient(self._endpoint("table"), self._settings.journal_table, credential=cred, **self._options)
 
     @functools.cached_property
     def logs(self) -> ContainerClient:
         """The container that holds archived container logs."""
         from azure.storage.blob import ContainerClient
 
-        return ContainerClient(self._endpoint("blob"), self._settings.logs_container, credential=self._auth)
+        return ContainerClient(self._endpoint("blob"), self._settings.logs_container, credential=self._auth,
+                               **self._options)
 
     def add_only_sas(self, queue: str, start: datetime, expiry: datetime) -> str:
         """A SAS that may only add messages to `queue`, valid from `start` to `expiry`.

@@ -101,11 +101,20 @@ class Stack:
 
     def wait_for_run(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """Wait until the run is terminal and cleaned up; returns its status document."""
-        def done() -> dict[str, Any] | None:
-            status = self.status(run_id)
-            return status if status["cleaned_up"] else None
+        last: dict[str, Any] = {}
 
-        return dict(wait_until(done, timeout, f"run {run_id} to finish and be cleaned up"))
+        def done() -> dict[str, Any] | None:
+            last.update(self.status(run_id))
+            return last if last["cleaned_up"] else None
+
+        try:
+            return dict(wait_until(done, timeout, f"run {run_id} to finish and be cleaned up"))
+        except BaseException:  # say where the run stood, and what the host said about it
+            timeline = [(e["step"], e["event"], e.get("state", ""), e.get("reason", ""))
+                        for e in last.get("events", [])]
+            mentions = [line for line in self.log_text().splitlines() if run_id in line][-15:]
+            print(f"run {run_id}: {last.get('state')}; timeline {timeline}\nhost log:\n" + "\n".join(mentions))
+            raise
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -233,10 +242,10 @@ def _convert(binding: str, trigger: bindings.TriggerInput, pytype: type) -> Any:
 
 
 def http_request(method: str, route: str, body: bytes = b"", headers: dict[str, str] | None = None,
-                 route_params: dict[str, str] | None = None) -> func.HttpRequest:
+                 route_params: dict[str, str] | None = None, params: dict[str, str] | None = None) -> func.HttpRequest:
     """An HttpRequest as the worker builds it from the host's RpcHttp."""
     incoming = IncomingRequest(method=method, url=f"http://127.0.0.1:7071/api/{route}", headers=headers or {},
-                               query={}, route_params=route_params or {}, body=body)
+                               query=params or {}, route_params=route_params or {}, body=body)
     return _convert("httpTrigger", bindings.http_trigger("req", incoming), func.HttpRequest)  # type: ignore[no-any-return]
 
 

@@ -129,7 +129,7 @@ class LocalExecutor:
         pid = _read_pid(folder)
         if pid is not None:
             _stop_group(pid)
-        shutil.rmtree(folder, ignore_errors=False)
+        shutil.rmtree(folder, onexc=_unless_already_gone)
         return True
 
     def stop_all(self) -> int:
@@ -156,6 +156,13 @@ class LocalExecutor:
                 continue  # a claim still being written, or not ours
             owned.append(OwnedGroup(record["name"], record["run_id"], record["step"], record["deadline"]))
         return owned
+
+
+def _unless_already_gone(function: object, path: str, error: BaseException) -> None:
+    """rmtree's error handler: a file a concurrent delete of the same group removed first is fine
+    (at-least-once delivery runs two removals at once); anything else is raised."""
+    if not isinstance(error, FileNotFoundError):
+        raise error
 
 
 def _terminated(exit_file: Path) -> ContainerStatus:
