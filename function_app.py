@@ -38,6 +38,7 @@ from loadme.results import accept_result
 from loadme.runs import run_status as read_run_status
 from loadme.runs import start_run
 from loadme.settings import binding_schedule, is_set, value
+from loadme.static import SECURITY_HEADERS, dashboard_file
 
 CONNECTION = "AzureWebJobsStorage"
 logger = logging.getLogger("loadme.functions")
@@ -199,6 +200,17 @@ def service_status(req: func.HttpRequest) -> func.HttpResponse:
     """Depth and oldest-message age of each poison queue."""
     stats = poison_stats(get_context())
     return _json(200, {"poison_queues": {p.queue: p.as_dict() for p in stats}})
+
+
+@app.function_name("dashboard")
+@app.route(route="dashboard/{*path}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    """The web dashboard's files (anonymous: the page holds no data and asks for the function key)."""
+    found = dashboard_file(req.route_params.get("path") or "")
+    if found is None:
+        return _json(404, error_body("no such dashboard file"))
+    return func.HttpResponse(found.body, status_code=200, headers={"Content-Type": found.content_type,
+                                                                   **SECURITY_HEADERS})
 
 
 @app.function_name("openapi")

@@ -6,7 +6,7 @@ pool (invocations block on the worker), and the function's reply is written back
 
 Routing follows the Functions host (Azure/azure-functions-host, ASP.NET Core routing of the
 `route` in each function's httpTrigger binding under the `api` route prefix): route templates with
-`{name}`, `{name?}` and `{name:constraint}` parameters (constraints other than `int` and `alpha`
+`{name}`, `{name?}`, `{*catchall}` and `{name:constraint}` parameters (constraints other than `int` and `alpha`
 are accepted without checking), matched case-insensitively; a method not in the function's
 `methods` does not match, and a function without `methods` takes every method
 (WebScriptHostHttpRoutesManager). Nothing matching is a 404 with an empty body, a method outside a
@@ -80,9 +80,10 @@ def route_pattern(template: str) -> re.Pattern[str]:
             regex += re.escape(part)
             continue
         name, _, constraint = part[1:-1].partition(":")
-        optional = name.endswith("?") or constraint.endswith("?")
-        name, constraint = name.rstrip("?"), constraint.rstrip("?")
-        group = f"(?P<{name}>{_CONSTRAINTS.get(constraint, '[^/]+')})"
+        catch_all = name.startswith("*")  # `{*rest}`: the rest of the path, slashes included, maybe empty
+        optional = catch_all or name.endswith("?") or constraint.endswith("?")
+        name, constraint = name.lstrip("*").rstrip("?"), constraint.rstrip("?")
+        group = f"(?P<{name}>{'.*' if catch_all else _CONSTRAINTS.get(constraint, '[^/]+')})"
         if optional and regex.endswith("/"):
             regex = regex[:-1] + f"(?:/{group})?"
         else:

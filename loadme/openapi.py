@@ -157,6 +157,14 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                 "summary": "Poison queue depths and oldest message ages",
                 "responses": {"200": _json("Service status", "ServiceStatus")},
             }},
+            "/dashboard/{path}": {"get": {
+                "operationId": "getDashboard",
+                "summary": "The web dashboard (anonymous; the page asks for a function key and calls this API)",
+                "parameters": [{"name": "path", "in": "path", "required": True, "description":
+                                "A file of the dashboard; empty for its page", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The file", "content": {"text/html": {"schema": {
+                    "type": "string"}}}}, "404": _error("No such file")},
+            }},
             "/openapi.json": {"get": {
                 "operationId": "getOpenApi",
                 "summary": "This document",

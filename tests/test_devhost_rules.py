@@ -127,6 +127,9 @@ def test_routes_match_like_the_host() -> None:
     assert route_pattern("runs/{run_id}").match("RUNS/abc").groupdict() == {"run_id": "abc"}
     assert route_pattern("sleep/{seconds:int}").match("sleep/x") is None
     assert route_pattern("items/{id?}").match("items") is not None
+    catch_all = route_pattern("dashboard/{*path}")
+    assert catch_all.match("dashboard/js/app.js").group("path") == "js/app.js"
+    assert catch_all.match("dashboard") is not None and catch_all.match("dashboardx") is None
     front = HttpFront([HttpRoute("f", "runs/{run_id}", ("GET",)), HttpRoute("g", "any", ANY_METHOD)],
                       lambda route, request: bindings.HttpReply(200, {}, b""), 0)
     assert front.match("GET", "/api/runs/1") is not None

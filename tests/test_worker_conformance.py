@@ -18,8 +18,8 @@ from devhost.worker import WorkerChannel, WorkerRefused
 from tests.support import REPO_ROOT, app_settings
 
 ALWAYS = {"init_job", "run_status", "cancel_run", "list_runs", "run_logs", "run_stats", "poison_list",
-          "poison_requeue", "poison_drop", "service_status", "openapi", "dq_init_job", "stage2", "remove_infra",
-          "janitor"}
+          "poison_requeue", "poison_drop", "service_status", "dashboard", "openapi", "dq_init_job", "stage2",
+          "remove_infra", "janitor"}
 
 
 def _index(app_dir: Path, env: dict[str, str]) -> dict[str, typing.Any]:
