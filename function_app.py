@@ -272,10 +272,11 @@ if is_set("SCHEDULED_INIT_SCHEDULE"):
     @app.timer_trigger(arg_name="timer", schedule=binding_schedule("SCHEDULED_INIT_SCHEDULE"), use_monitor=True)
     @app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
     def scheduled_init(timer: func.TimerRequest, initjob: Messages) -> None:
-        """Start a run exactly as `init_job` does, with the variables from SCHEDULED_INIT_VARIABLES."""
+        """Start a run exactly as `init_job` does, with SCHEDULED_INIT_VARIABLES and SCHEDULED_INIT_SECRETS."""
         ctx = get_context()
         request = start_request_from_object(
-            {"variables": ctx.settings.scheduled_variables}, ctx.settings, ctx.variables
+            {"variables": ctx.settings.scheduled_variables, "secrets": list(ctx.settings.scheduled_secrets)},
+            ctx.settings, ctx.variables
         )
         started = start_run(ctx, request, "timer")
         _send(initjob, [started.message] if started.message is not None else [])

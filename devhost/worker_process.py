@@ -124,9 +124,20 @@ class Dispatcher:
             os._exit(0)
 
 
+class RunFormatter(logging.Formatter):
+    """Log lines that name the run and step they are about (the app passes them in `extra`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        run_id, step = getattr(record, "run_id", None), getattr(record, "step", None)
+        return f"{line} [run {run_id} step {step}]" if run_id else line
+
+
 def main(argv: list[str]) -> int:
     level = os.environ.get("DEVHOST_WORKER_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RunFormatter("%(asctime)s %(levelname)s worker %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     sock = socket.socket(fileno=int(argv[0]))
     sys.path.insert(0, os.getcwd())  # the host starts the worker in the app's root, which must import
     loop = asyncio.new_event_loop()

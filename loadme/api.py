@@ -1,7 +1,8 @@
 """HTTP request parsing for `init_job`: strict, and every rejection names the problem.
 
-Body: `{"variables": {"___Name": "value"}, "image": str, "command": [str], "steps": [{"image",
-"command"}], "timeout_seconds": int}`; everything but `variables` is optional.
+Body: `{"variables": {"___Name": "value"}, "secrets": [names], "image": str, "command": [str],
+"steps": [{"image", "command", "secrets"}], "timeout_seconds": int}`; all optional. A step's container
+gets the run's `secrets` and its own, and no other secret; an image outside ALLOWED_IMAGES is a 403.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ MAX_COMMAND_ARGS = 64
 MAX_COMMAND_BYTES = 8 * 1024
 MAX_IDEMPOTENCY_KEY = 200
 IMAGE_PATTERN = re.compile(r"^[a-z0-9]+(?:[._\-/:@][A-Za-z0-9]+)*$")
-FIELDS = ("variables", "image", "command", "steps", "timeout_seconds")
+FIELDS = ("variables", "secrets", "image", "command", "steps", "timeout_seconds")
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,21 @@ def start_request_from_object(data: Any, settings: Settings, factory: VariableFa
     if unknown:
         raise RequestError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
     variables = factory.validate_requested(data.get("variables", {}))
+    secrets = _secrets(data.get("secrets", []), "secrets", settings)
     image = _image(data.get("image", settings.default_image), "image")
     if "steps" in data and "command" in data:
         raise RequestError(400, "give either 'command' or 'steps', not both")
     if "steps" in data:
-        steps = _steps(data["steps"], image)
+        steps = _steps(data["steps"], image, secrets, settings)
     else:
         command = _command(data.get("command", list(settings.default_command)), "command")
-        steps = (StepPlan(image, command),)
+        steps = (StepPlan(image, command, secrets),)
+    for index, step in enumerate(steps, start=1):
+        if not settings.allowed_images.allows(step.image):
+            where = "image" if len(steps) == 1 and "steps" not in data else f"steps[{index}].image"
+            raise RequestError(403, f"{where} {step.image!r} is not allowed: ALLOWED_IMAGES allows "
+                                    f"{settings.allowed_images.describe()} (an operator adds a registry or "
+                                    "repository there)")
     if plan_size(steps) > MAX_PLAN_BYTES:
         raise RequestError(413, f"the steps take {plan_size(steps)} bytes; the limit is {MAX_PLAN_BYTES}")
     timeout = data.get("timeout_seconds", settings.run_timeout_seconds)
@@ -126,15 +134,30 @@ def _command(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _steps(value: Any, default_image: str) -> tuple[StepPlan, ...]:
+def _secrets(value: Any, where: str, settings: Settings) -> tuple[str, ...]:
+    """Names of secret variables a run or step asks for; each must be one SECRET_VARIABLES defines."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise RequestError(400, f"'{where}' must be an array of secret variable names")
+    unknown = [name for name in value if name not in settings.secret_variables]
+    if unknown:
+        known = ", ".join(sorted(settings.secret_variables)) or "none"
+        raise RequestError(400, f"'{where}' names unknown secret(s) {', '.join(unknown)}; SECRET_VARIABLES "
+                                f"defines {known}")
+    return tuple(dict.fromkeys(value))
+
+
+def _steps(value: Any, default_image: str, run_secrets: tuple[str, ...], settings: Settings) -> tuple[StepPlan, ...]:
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_STEPS:
         raise RequestError(400, f"'steps' must be an array of 1-{MAX_STEPS} step objects")
     plans = []
     for index, step in enumerate(value, start=1):
-        if not isinstance(step, dict) or not set(step) <= {"image", "command"} or "command" not in step:
-            raise RequestError(400, f"steps[{index}] must be an object with 'command' and optional 'image'")
+        if not isinstance(step, dict) or not set(step) <= {"image", "command", "secrets"} or "command" not in step:
+            raise RequestError(400, f"steps[{index}] must be an object with 'command' and optional 'image' and "
+                                    "'secrets'")
+        own = _secrets(step.get("secrets", []), f"steps[{index}].secrets", settings)
         plans.append(StepPlan(
             _image(step.get("image", default_image), f"steps[{index}].image"),
             _command(step["command"], f"steps[{index}].command"),
+            tuple(dict.fromkeys(run_secrets + own)),
         ))
     return tuple(plans)

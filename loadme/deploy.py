@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from loadme.container_env import RunnerControls, container_environment
 from loadme.context import Context
-from loadme.envelope import RemovalMessage, StepMessage, parse_time
+from loadme.envelope import RemovalMessage, StepMessage, StepPlan, parse_time
 from loadme.errors import DeployRejected, QuotaExceeded
 from loadme.executors import ContainerSpec
 from loadme.journal import EventType, RunState
@@ -53,8 +53,18 @@ def build_container_spec(ctx: Context, msg: StepMessage) -> ContainerSpec:
         deadline=msg.deadline,
         image=plan.image,
         command=plan.command,
-        environment=tuple(container_environment(msg.variables, settings.secret_variables, controls)),
+        environment=tuple(container_environment(msg.variables, _secrets_of(plan, settings.secret_variables),
+                                                controls)),
     )
+
+
+def _secrets_of(plan: StepPlan, known: dict[str, str]) -> dict[str, str]:
+    """The secret values the step named, and no others. Raises DeployRejected for a name the app no
+    longer knows (SECRET_VARIABLES changed after the run was requested)."""
+    missing = [name for name in plan.secrets if name not in known]
+    if missing:
+        raise DeployRejected(f"the step asks for secret(s) {', '.join(missing)}, which SECRET_VARIABLES no longer has")
+    return {name: known[name] for name in plan.secrets}
 
 
 def _retry_after_quota(ctx: Context, msg: StepMessage, exc: QuotaExceeded) -> list[RemovalMessage]:
@@ -92,11 +102,16 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
                        step=msg.step)
         logger.warning("deadline passed before deployment", extra=log)
         return []
-    spec = build_container_spec(ctx, msg)
+    try:
+        spec = build_container_spec(ctx, msg)
+    except DeployRejected as exc:
+        journal.finish(msg.run_id, RunState.FAILED, f"cannot deploy step {msg.step}: {exc}", step=msg.step)
+        logger.error("cannot deploy: %s", exc, extra=log)
+        return []
     journal.index.activate(msg.run_id, msg.step, msg.deadline, spec.name)
     if journal.record(
         msg.run_id, msg.step, EventType.DEPLOYING, container_group=spec.name, variables=msg.variables,
-        steps=[{"image": s.image, "command": list(s.command)} for s in msg.steps],
+        steps=[s.as_dict() for s in msg.steps],
         created_at=msg.created_at, deadline=msg.deadline, trigger=msg.trigger,
     ):
         journal.set_state(msg.run_id, RunState.DEPLOYING)

@@ -36,10 +36,21 @@ TIMESTAMP = {"timestamp": True}  # field metadata: an ISO 8601 timestamp with a 
 
 @dataclass(frozen=True)
 class StepPlan:
-    """One step of a run: the image and the job command the runner starts."""
+    """One step of a run: the image, the job command the runner starts, and the names of the secret
+    variables its container gets (only those)."""
 
     image: str
     command: tuple[str, ...]
+    secrets: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as messages and the journal hold it."""
+        return {"image": self.image, "command": list(self.command), "secrets": list(self.secrets)}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> StepPlan:
+        """The plan from `as_dict` (a plan journaled before secrets were per step has none)."""
+        return cls(value["image"], tuple(value["command"]), tuple(value.get("secrets", ())))
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,7 @@ def bounded_tail(text: str, limit: int = MAX_LOG_TAIL_CHARS) -> str:
 
 def plan_size(steps: tuple[StepPlan, ...]) -> int:
     """Bytes the step plan takes in a message."""
-    return len(json.dumps([asdict(s) for s in steps], separators=(",", ":")))
+    return len(json.dumps([s.as_dict() for s in steps], separators=(",", ":")))
 
 
 def decode[M: Message](text: str | bytes, expected: type[M]) -> M:
@@ -177,14 +188,16 @@ def _field_value(name: str, hint: Any, value: Any, metadata: typing.Mapping[str,
 def _step_plan(value: Any) -> StepPlan:
     if (
         not isinstance(value, dict)
-        or set(value) != {"image", "command"}
+        or not {"image", "command"} <= set(value) <= {"image", "command", "secrets"}
         or not isinstance(value["image"], str)
         or not isinstance(value["command"], list)
         or not value["command"]
         or not all(isinstance(c, str) for c in value["command"])
+        or not isinstance(value.get("secrets", []), list)
+        or not all(isinstance(n, str) for n in value.get("secrets", []))
     ):
-        raise EnvelopeError("each step must be {'image': str, 'command': [str, ...]}")
-    return StepPlan(image=value["image"], command=tuple(value["command"]))
+        raise EnvelopeError("each step must be {'image': str, 'command': [str, ...], 'secrets': [str, ...]}")
+    return StepPlan.from_dict(value)
 
 
 def parse_time(value: str, what: str = "timestamp") -> datetime:

@@ -276,6 +276,8 @@ class RunView:
             "run_id": self.run_id, "state": self.state.value, "reason": self.reason,
             "cleaned_up": self.cleaned_up, "current_step": self.current_step, "steps": self.steps,
             "variables": self.variables, "logs": self.logs, "plan": self.plan,
+            # Names only: the values never leave the app's settings but as a container's secure values.
+            "secrets": sorted({name for step in self.plan for name in step.get("secrets", [])}),
             "events": [e.as_dict() for e in self.events],
         }
 

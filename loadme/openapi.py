@@ -40,6 +40,8 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
     variable_name = "^" + prefix.replace("\\", "\\\\") + "[A-Za-z_][A-Za-z0-9_]*$"
     command = {"type": "array", "minItems": 1, "maxItems": MAX_COMMAND_ARGS,
                "items": {"type": "string", "minLength": 1}}
+    secrets = {"type": "array", "items": {"type": "string"},
+               "description": "Names of secret variables (SECRET_VARIABLES) the container gets; no others"}
     run_id_param = {"name": "run_id", "in": "path", "required": True,
                     "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
     queue_param = {"name": "queue", "in": "path", "required": True,
@@ -69,6 +71,7 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                     "202": _json("Run accepted", "Started",
                                  {"Location": {"schema": {"type": "string"}, "description": "The status URL"}}),
                     "400": _error("Invalid request: the message names the problem"),
+                    "403": _error("An image outside ALLOWED_IMAGES"),
                     "413": _error(f"Body over {MAX_BODY_BYTES} bytes or variables over their bound"),
                     "415": _error("Content-Type is not application/json"),
                     "422": _error("Idempotency-Key reused with a different request"),
@@ -179,11 +182,13 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                 "type": "object", "additionalProperties": False,
                 "properties": {
                     "variables": {"$ref": "#/components/schemas/Variables"},
+                    "secrets": secrets,
                     "image": {"type": "string", "maxLength": 256},
                     "command": command,
                     "steps": {"type": "array", "minItems": 1, "maxItems": MAX_STEPS, "items": {
                         "type": "object", "additionalProperties": False, "required": ["command"],
-                        "properties": {"image": {"type": "string", "maxLength": 256}, "command": command}}},
+                        "properties": {"image": {"type": "string", "maxLength": 256}, "command": command,
+                                       "secrets": secrets}}},
                     "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_SECONDS},
                 },
             },
@@ -197,14 +202,15 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                 "additionalProperties": True},
             "RunStatus": {
                 "type": "object",
-                "required": ["run_id", "state", "reason", "cleaned_up", "variables", "events", "logs", "steps",
-                             "current_step", "plan"],
+                "required": ["run_id", "state", "reason", "cleaned_up", "variables", "secrets", "events", "logs",
+                             "steps", "current_step", "plan"],
                 "properties": {
                     "run_id": {"type": "string"},
                     "state": {"type": "string", "enum": STATES},
                     "reason": {"type": "string"},
                     "cleaned_up": {"type": "boolean"},
                     "variables": {"$ref": "#/components/schemas/Variables"},
+                    "secrets": {"type": "array", "items": {"type": "string"}},
                     "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
                     "logs": {"type": "array", "items": {"type": "string"}},
                     "steps": {"type": "integer"},

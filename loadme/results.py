@@ -77,7 +77,7 @@ def accept_result(ctx: Context, msg: ResultMessage) -> FollowUps:
 def _follow_ups(ctx: Context, deployed: Event, accepted: Event) -> FollowUps:
     """What follows an accepted result: the next step, or the run's end; always the removal."""
     run_id, step = deployed.run_id, deployed.step
-    steps = tuple(StepPlan(s["image"], tuple(s["command"])) for s in deployed.details["steps"])
+    steps = tuple(StepPlan.from_dict(s) for s in deployed.details["steps"])
     exit_code = int(accepted.details["exit_code"])
     variables: dict[str, str] = accepted.details["variables"]
     follow = FollowUps(removals=[RemovalMessage(run_id, step, "finished")])

@@ -50,10 +50,8 @@ def reserved_variables(
 
 def request_fingerprint(request: StartRequest) -> str:
     """A digest of what was asked for (not of the bytes), to spot a reused idempotency key."""
-    canonical = json.dumps(
-        [request.variables, [[s.image, list(s.command)] for s in request.steps], request.timeout_seconds],
-        sort_keys=True, separators=(",", ":"),
-    )
+    canonical = json.dumps([request.variables, [s.as_dict() for s in request.steps], request.timeout_seconds],
+                           sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -82,7 +80,7 @@ def start_run(ctx: Context, request: StartRequest, trigger: str, run_id: str | N
         variables=variables, steps=request.steps,
     )
     recorded = ctx.journal.start(
-        run_id, created_at, trigger, [{"image": s.image, "command": list(s.command)} for s in request.steps],
+        run_id, created_at, trigger, [s.as_dict() for s in request.steps],
         variables=variables, deadline=deadline, fingerprint=fingerprint,
     )
     if not recorded:  # a concurrent request with the same idempotency key recorded it first

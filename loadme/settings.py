@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadme.errors import SettingsError, VariableError
+from loadme.images import ImagePolicy, repository
 from loadme.variables import DEFAULT_PREFIX, VariableFactory
 
 PREFIX_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -80,6 +81,13 @@ def _json_list(value: str) -> tuple[str, ...]:
     data = _json(value)
     if not isinstance(data, list) or not data or not all(isinstance(v, str) and v for v in data):
         raise ValueError("must be a non-empty JSON array of strings")
+    return tuple(data)
+
+
+def _json_names(value: str) -> tuple[str, ...]:
+    data = _json(value)
+    if not isinstance(data, list) or not all(isinstance(v, str) and v for v in data):
+        raise ValueError("must be a JSON array of strings")
     return tuple(data)
 
 
@@ -189,6 +197,12 @@ SETTINGS: tuple[Setting, ...] = (
             "exists only when set", default="", needed=OPTIONAL),
     Setting("SCHEDULED_INIT_VARIABLES", "scheduled_variables", "the variables of timer-started runs",
             default="{}", parse=_json_object, needed=OPTIONAL),
+    Setting("SCHEDULED_INIT_SECRETS", "scheduled_secrets", "the secret variables timer-started runs get (JSON "
+            "array of names from `SECRET_VARIABLES`)", default="[]", parse=_json_names, needed=OPTIONAL),
+    Setting("ALLOWED_IMAGES", "allowed_images", "images runs may use (JSON array): a registry or path prefix "
+            "ending in `/` (`myacr.azurecr.io/`, `myacr.azurecr.io/jobs/`) or one repository "
+            "(`myacr.azurecr.io/jobs/etl`); default: `REGISTRY_SERVER/` with `EXECUTOR=aci`, the repository of "
+            "`DEFAULT_IMAGE` with `local`", parse=_json_names, needed=OPTIONAL, needed_when=lambda env: False),
     Setting("JANITOR_SCHEDULE", "janitor_schedule", "NCRONTAB of the janitor", default="0 */5 * * * *",
             needed=OPTIONAL),
     Setting("RESULT_GRACE_SECONDS", "result_grace_seconds", "how long after a container stops the janitor "
@@ -256,12 +270,14 @@ class Settings:
     journal_table: str
     logs_container: str
     run_retention_days: int
+    allowed_images: ImagePolicy
     result_auth: str
     storage_connection_string: str | None = field(repr=False)
     storage_account_name: str | None
     result_key: bytes = field(repr=False)
     secret_variables: dict[str, str] = field(repr=False)
     scheduled_variables: dict[str, str]
+    scheduled_secrets: tuple[str, ...]
     schedule: str | None
     janitor_schedule: str
     result_grace_seconds: int
@@ -305,6 +321,10 @@ class Settings:
                 factory.validate_requested(values[attribute] or {})
             except VariableError as exc:
                 problems.append(f"{name}: {exc.message}")
+        values["allowed_images"] = _image_policy(values, problems)
+        for name in values["scheduled_secrets"] or ():
+            if name not in values["secret_variables"]:
+                problems.append(f"SCHEDULED_INIT_SECRETS: {name} is not one of SECRET_VARIABLES")
         if problems:
             raise SettingsError(problems)
         aci = _aci_settings(values)
@@ -315,6 +335,21 @@ class Settings:
     def from_environment(cls) -> Settings:
         """Settings from the process environment (the app settings). Raises SettingsError."""
         return cls.from_mapping(os.environ)
+
+
+def _image_policy(values: dict[str, Any], problems: list[str]) -> ImagePolicy:
+    """ALLOWED_IMAGES, or its default for the executor; DEFAULT_IMAGE must be one of them."""
+    entries = values["allowed_images"]
+    if entries is None:
+        if values["executor"] == "aci":
+            entries = (f"{values['registry_server']}/",) if values["registry_server"] else ()
+        else:
+            entries = (repository(values["default_image"]),) if values["default_image"] else ()
+    policy = ImagePolicy.from_entries(entries)
+    image = values["default_image"]
+    if image and policy.entries and not policy.allows(image):  # no entries: a missing setting says why
+        problems.append(f"DEFAULT_IMAGE: {image!r} is not allowed by ALLOWED_IMAGES ({policy.describe()})")
+    return policy
 
 
 def _aci_settings(values: dict[str, Any]) -> AciSettings:

@@ -39,6 +39,7 @@ from loadme.tokens import result_token
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEY = "test-result-key-0123456789-abcdefghijklmnop"
 SECRET_VALUE = "s3cr3t-value-that-must-never-leak"
+OTHER_SECRET_VALUE = "an0ther-s3cret-only-for-steps-that-ask"
 IDENTITY = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mgmt/providers/"
             "Microsoft.ManagedIdentity/userAssignedIdentities/loadme-containers")
 
@@ -57,8 +58,9 @@ def app_settings(connection_string: str, executor_dir: Path, **overrides: str) -
         "JOURNAL_TABLE": f"runs{suffix}",
         "LOGS_CONTAINER": f"logs-{suffix}",
         "LOCAL_EXECUTOR_DIR": str(executor_dir),
-        "SECRET_VARIABLES": json.dumps({"___ApiToken": "TEST_API_TOKEN"}),
+        "SECRET_VARIABLES": json.dumps({"___ApiToken": "TEST_API_TOKEN", "___DbPassword": "TEST_DB_PASSWORD"}),
         "TEST_API_TOKEN": SECRET_VALUE,
+        "TEST_DB_PASSWORD": OTHER_SECRET_VALUE,
     }
     values.update(overrides)
     return values

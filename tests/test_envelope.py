@@ -35,7 +35,7 @@ def test_round_trip(message: StepMessage | ResultMessage | RemovalMessage) -> No
 def test_wire_format_is_versioned_json_in_base64() -> None:
     data = json.loads(base64.b64decode(STEP.to_queue_text()))
     assert data["schema"] == SCHEMA_VERSION and data["kind"] == "initjob"
-    assert data["steps"] == [{"image": "img:1", "command": ["python", "job.py"]}]
+    assert data["steps"] == [{"image": "img:1", "command": ["python", "job.py"], "secrets": []}]
 
 
 def _mutated(message: StepMessage, **changes: object) -> str:

@@ -165,7 +165,12 @@ def test_operator_settings_come_from_the_parameters_file() -> None:
     assert env["RUN_RETENTION_DAYS"] == "7"
     assert json.loads(env["ALLOWED_IMAGES"]) == ["myacr.azurecr.io/jobs/"]
     assert env["RUN_TIMEOUT_SECONDS"] == "900"
-    assert Settings.from_mapping(as_the_app_sees_them(env)).schedule == "0 0 6 * * *"
+    # An allow-list without the registry of DEFAULT_IMAGE would refuse every run that names no image: the app
+    # says so at start instead of answering 403 to each of them.
+    with pytest.raises(SettingsError, match=r"DEFAULT_IMAGE: .* is not allowed by ALLOWED_IMAGES"):
+        Settings.from_mapping(as_the_app_sees_them(env))
+    consistent = {**env, "ALLOWED_IMAGES": json.dumps(["myacr.azurecr.io/jobs/", env["REGISTRY_SERVER"] + "/"])}
+    assert Settings.from_mapping(as_the_app_sees_them(consistent)).schedule == "0 0 6 * * *"
 
 
 def test_allowed_images_default_to_this_deployments_registry_and_admit_the_default_image() -> None:

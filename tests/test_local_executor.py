@@ -14,12 +14,12 @@ from loadme.envelope import StepMessage, StepPlan
 from loadme.executors.local import CONTAINER_DIR, RUNNER, LocalExecutor, group_alive
 from loadme.names import container_group_name, new_run_id
 from loadme.runs import reserved_variables
-from tests.support import wait_until
+from tests.support import OTHER_SECRET_VALUE, SECRET_VALUE, wait_until
 
 
-def _step(ctx: Context, command: tuple[str, ...], **variables: str) -> StepMessage:
+def _step(ctx: Context, command: tuple[str, ...], secrets: tuple[str, ...] = (), **variables: str) -> StepMessage:
     run_id = new_run_id()
-    plan = StepPlan("img:test", command)
+    plan = StepPlan("img:test", command, secrets)
     created, deadline = "2026-01-01T00:00:00+00:00", "2099-01-01T00:00:00+00:00"
     return StepMessage(
         run_id=run_id, step=1, attempt=1, created_at=created, deadline=deadline, steps=(plan,), trigger="http",
@@ -30,7 +30,7 @@ def _step(ctx: Context, command: tuple[str, ...], **variables: str) -> StepMessa
 def test_runner_gets_exactly_the_aci_environment(context: Context, tmp_path: Path) -> None:
     dump = tmp_path / "env.json"
     msg = _step(context, ("python", "-c", f"import json, os; json.dump(dict(os.environ), open({str(dump)!r}, 'w'))"),
-                ___Color="red")
+                ("___ApiToken",), ___Color="red")
     spec = build_container_spec(context, msg)
     executor = context.executor
     assert isinstance(executor, LocalExecutor)
@@ -43,7 +43,9 @@ def test_runner_gets_exactly_the_aci_environment(context: Context, tmp_path: Pat
     runner_only = set(contract.RUNNER_SECRETS)  # the runner keeps its credentials to itself
     expected = {k: v for k, v in aci_env.items() if k not in runner_only}
     assert {k: v for k, v in seen.items() if k not in image_env | {"LOADME_OUTPUT"}} == expected
-    assert seen["___Color"] == "red" and seen["___ApiToken"] == aci_env["___ApiToken"]
+    assert seen["___Color"] == "red" and seen["___ApiToken"] == SECRET_VALUE  # the secret the step named
+    assert "___DbPassword" not in seen and OTHER_SECRET_VALUE not in json.dumps(seen)  # and only that one
+    assert seen["LOADME_SECRET_NAMES"] == "___ApiToken"
     assert executor.state(spec.name).exit_code == 0
     assert "result posted" in executor.logs(spec.name)
 

@@ -63,7 +63,8 @@ def test_real_responses_match_the_document(context: Context) -> None:
 
 
 @pytest.mark.parametrize("body", [
-    {"variables": {"___A": "1"}, "steps": [{"command": ["a"], "image": "x:1"}], "timeout_seconds": 5},
+    {"variables": {"___A": "1"}, "steps": [{"command": ["a"], "image": "loadme-runner:2"}], "timeout_seconds": 5,
+     "secrets": ["___ApiToken"]},
     {"command": ["python", "job.py"]},
 ])
 def test_documented_request_schema_accepts_what_the_api_accepts(context: Context, body: dict[str, Any]) -> None:

@@ -90,7 +90,7 @@ def test_unresolved_key_vault_references_are_refused_not_used() -> None:
 
 
 def test_the_readme_settings_table_is_the_settings_table() -> None:
-    """The README's table is rendered from loadme.settings.SETTINGS (`python -m loadme.settings`)."""
+    """The README's table is rendered from loadme.settings.SETTINGS (`tools/render-settings-table` rewrites it)."""
     readme = (REPO_ROOT / "README.md").read_text()
     start, end = readme.index("<!-- settings-table -->"), readme.index("<!-- /settings-table -->")
     assert readme[start:end].split("\n", 1)[1].strip() == markdown_table()
