@@ -28,6 +28,7 @@ def remove_step(ctx: Context, msg: RemovalMessage) -> bool:
     log = {"run_id": msg.run_id, "step": msg.step}
     journal = ctx.journal
     if journal.get(msg.run_id, msg.step, EventType.REMOVED) is not None:
+        ctx.admission.release(container_group_name(msg.run_id, msg.step))  # in case a crash came in between
         logger.info("step already removed", extra=log)
         return False
     executor = ctx.executor
@@ -47,6 +48,7 @@ def remove_step(ctx: Context, msg: RemovalMessage) -> bool:
     journal.record(msg.run_id, msg.step, EventType.REMOVED, container_group=group,
                    existed=existed, reason=msg.reason)
     journal.index.deactivate(msg.run_id, msg.step)
+    ctx.admission.release(group)
     logger.info("container group %s removed (%s)", group,
                 "deleted" if existed else "already gone", extra=log)
     return True

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from loadme.admission import Admission, TableAdmission
 from loadme.executors import Executor, create_executor
 from loadme.journal import Journal
 from loadme.settings import Settings
@@ -43,6 +44,10 @@ class Context:
     @functools.cached_property
     def executor(self) -> Executor:
         return self._executor or create_executor(self.settings)
+
+    @functools.cached_property
+    def admission(self) -> Admission:
+        return Admission(TableAdmission(self.storage.admission), self.settings.capacity, self.clock)
 
     @functools.cached_property
     def journal(self) -> Journal:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import timedelta
 
+from loadme.admission import order_key
 from loadme.container_env import RunnerControls, container_environment
 from loadme.context import Context
 from loadme.envelope import RemovalMessage, StepMessage, StepPlan, parse_time
@@ -17,10 +17,9 @@ from loadme.tokens import result_token
 
 logger = logging.getLogger(__name__)
 
-# Quota frees up as other groups finish: try again later rather than poisoning the message.
-QUOTA_ATTEMPTS = 5
-QUOTA_FIRST_DELAY_SECONDS = 60
-QUOTA_MAX_DELAY_SECONDS = 600
+# ACI refused a create that admission control allowed: its view of the quota differs from ours for a
+# while (other deployments in the subscription, lowered quota): look again in a minute.
+QUOTA_REFUSED_WAIT_SECONDS = 60
 # The runner's SAS outlives the run's deadline by this much, so a slow post still lands.
 SAS_GRACE = timedelta(minutes=15)
 
@@ -67,47 +66,56 @@ def _secrets_of(plan: StepPlan, known: dict[str, str]) -> dict[str, str]:
     return {name: known[name] for name in plan.secrets}
 
 
-def _retry_after_quota(ctx: Context, msg: StepMessage, exc: QuotaExceeded) -> list[RemovalMessage]:
-    """Send the step again later (exponential delay), or fail the run once the attempts are spent."""
-    log = {"run_id": msg.run_id, "step": msg.step}
-    if msg.attempt >= QUOTA_ATTEMPTS:
-        ctx.journal.finish(msg.run_id, RunState.FAILED, f"quota exceeded after {msg.attempt} attempts: {exc}",
-                           step=msg.step)
-        logger.error("quota exceeded after %d attempts; run failed: %s", msg.attempt, exc, extra=log)
-        return []
-    delay = min(QUOTA_FIRST_DELAY_SECONDS * 2 ** (msg.attempt - 1), QUOTA_MAX_DELAY_SECONDS)
-    ctx.storage.queue(INITJOB_QUEUE).send_message(
-        replace(msg, attempt=msg.attempt + 1).to_json(), visibility_timeout=delay)
-    logger.warning("quota exceeded (attempt %d); trying again in %d s: %s", msg.attempt, delay, exc, extra=log)
+def _wait(ctx: Context, msg: StepMessage, reason: str, delay: float, ahead: int = 0) -> list[RemovalMessage]:
+    """The step waits for capacity: its run shows `queued` with the reason, and its message comes back
+    after `delay` as a new message (no dequeue attempt is spent toward poison)."""
+    ctx.journal.note(msg.run_id, msg.step, EventType.WAITING, reason=reason, ahead=ahead)
+    ctx.storage.queue(INITJOB_QUEUE).send_message(msg.to_json(), visibility_timeout=max(1, round(delay)))
+    logger.info("%s; looking again in %.0f s", reason, delay, extra={"run_id": msg.run_id, "step": msg.step})
     return []
+
+
+def admission_order(msg: StepMessage) -> str:
+    """Where the step stands in the line for capacity: its run's submission time, run, step."""
+    return order_key(parse_time(msg.created_at), msg.run_id, msg.step)
 
 
 def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
     """Deploy the step's container group unless the run is over or the step is done.
 
-    Returns removal messages when a failed deployment may have left something behind.
-    Raises TransientError or QuotaExceeded so the host retries the message.
+    A step that finds no capacity waits (loadme.admission): its message comes back later and no
+    dequeue attempt is spent. Returns removal messages when a failed deployment may have left
+    something behind. Raises TransientError so the host retries the message.
     """
     log = {"run_id": msg.run_id, "step": msg.step}
     journal = ctx.journal
+    order = admission_order(msg)
     terminal = journal.terminal(msg.run_id)
     if terminal is not None:
+        ctx.admission.forget(order)
         logger.info("run is already %s; not deploying", terminal.details.get("state"), extra=log)
         return []
     if journal.get(msg.run_id, msg.step, EventType.REMOVED) is not None:
+        ctx.admission.forget(order)
         logger.info("step already finished and removed; not deploying again", extra=log)
         return []
     if ctx.clock() >= parse_time(msg.deadline):
-        journal.finish(msg.run_id, RunState.TIMED_OUT, "deadline passed before the container was deployed",
-                       step=msg.step)
+        waited = journal.get(msg.run_id, msg.step, EventType.WAITING)
+        journal.finish(msg.run_id, RunState.TIMED_OUT, "deadline passed before the container was deployed" + (
+            f" ({waited.details.get('reason', 'waiting for capacity')})" if waited else ""), step=msg.step)
+        ctx.admission.forget(order)
         logger.warning("deadline passed before deployment", extra=log)
         return []
     try:
         spec = build_container_spec(ctx, msg)
     except DeployRejected as exc:
         journal.finish(msg.run_id, RunState.FAILED, f"cannot deploy step {msg.step}: {exc}", step=msg.step)
+        ctx.admission.forget(order)
         logger.error("cannot deploy: %s", exc, extra=log)
         return []
+    decision = ctx.admission.admit(spec.name, order, ctx.settings.container_cpu)
+    if not decision.admitted:
+        return _wait(ctx, msg, decision.reason, decision.retry_after, decision.ahead)
     journal.index.activate(msg.run_id, msg.step, msg.deadline, spec.name)
     if journal.record(
         msg.run_id, msg.step, EventType.DEPLOYING, container_group=spec.name, variables=msg.variables,
@@ -117,8 +125,10 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
         journal.set_state(msg.run_id, RunState.DEPLOYING)
     try:
         created = ctx.executor.deploy(spec)
-    except QuotaExceeded as exc:
-        return _retry_after_quota(ctx, msg, exc)
+    except QuotaExceeded as exc:  # ACI refused although admission let it through (other users of the quota?)
+        ctx.admission.give_back(spec.name, order)
+        journal.index.deactivate(msg.run_id, msg.step)
+        return _wait(ctx, msg, f"waiting for capacity: ACI refused the create ({exc})", QUOTA_REFUSED_WAIT_SECONDS)
     except DeployRejected as exc:
         journal.finish(msg.run_id, RunState.FAILED, f"deployment rejected: {exc}", step=msg.step)
         logger.error("deployment rejected: %s", exc, extra=log)

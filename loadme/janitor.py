@@ -28,7 +28,7 @@ from loadme.context import Context
 from loadme.envelope import RemovalMessage, parse_time
 from loadme.executors import OwnedGroup
 from loadme.journal import EventType, RunState
-from loadme.names import poison_queue
+from loadme.names import parse_container_group, poison_queue
 from loadme.poison import KINDS, MAX_PEEK, PoisonStats, decode_poisoned, poison_stats, poisoned_reason
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def sweep(ctx: Context) -> JanitorReport:
         report.groups_past_deadline += now > parse_time(group.deadline)
         _check_group(ctx, group, now, report)
     _check_groupless_steps(ctx, now, {g.name for g in groups}, report)
+    _reconcile_admission(ctx, now, {g.name for g in groups})
     _record_poisoned_runs(ctx, report)
     report.expired = expire_old_runs(ctx)
     report.poison = poison_stats(ctx)
@@ -137,6 +138,33 @@ def _check_groupless_steps(ctx: Context, now: datetime, owned: set[str], report:
             report.timed_out.append(active.run_id)
             logger.warning("janitor: step never got a container group; run timed out", extra=log)
         report.removals.append(RemovalMessage(active.run_id, active.step, "no_group"))
+
+
+def _reconcile_admission(ctx: Context, now: datetime, owned: set[str]) -> None:
+    """Release grants whose step ended without giving them back (a crash between two writes), and
+    take out of the waiting line steps whose run ended or whose deadline passed while they waited.
+    Bounded by what is in use and what waits now, not by history."""
+    journal, admission = ctx.journal, ctx.admission
+    grace = timedelta(seconds=ctx.settings.result_grace_seconds)
+    for group in admission.grants():
+        parsed = parse_container_group(group)
+        if parsed is None or group in owned:
+            continue
+        run_id, step = parsed
+        terminal = journal.terminal(run_id)
+        ended_long_ago = terminal is not None and now - parse_time(terminal.at) > grace
+        if ended_long_ago or journal.get(run_id, step, EventType.REMOVED) is not None:
+            admission.release(group)
+            logger.warning("janitor: released the capacity step %d still held", step,
+                           extra={"run_id": run_id, "step": step})
+    for order in admission.waiting():
+        _, run_id, step_text = order.rsplit("-", 2)
+        step, requested = int(step_text), journal.requested(run_id)
+        if requested is None or journal.terminal(run_id) is not None:
+            admission.forget(order)
+        elif now > parse_time(str(requested.details["deadline"])):
+            journal.finish(run_id, RunState.TIMED_OUT, "deadline passed while waiting for capacity", step=step)
+            admission.forget(order)
 
 
 def _record_poisoned_runs(ctx: Context, report: JanitorReport) -> None:

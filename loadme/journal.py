@@ -298,12 +298,14 @@ def derive_run(run_id: str, events: list[Event]) -> RunView | None:
         reason = str(terminal.details.get("reason", ""))
     elif (current, EventType.STARTED.value) in by_key or (current, EventType.RESULT.value) in by_key:
         state = RunState.RUNNING
-    elif (current, EventType.DEPLOYING.value) in by_key:
-        state = RunState.DEPLOYING
     else:
-        state = RunState.QUEUED
         waiting = by_key.get((current, EventType.WAITING.value))
-        reason = str(waiting.details.get("reason", "")) if waiting else ""
+        deploying = by_key.get((current, EventType.DEPLOYING.value))
+        if deploying is not None and (waiting is None or waiting.at < deploying.at):
+            state = RunState.DEPLOYING
+        else:  # not deployed yet, or sent back to wait by ACI after a deployment attempt
+            state = RunState.QUEUED
+            reason = str(waiting.details.get("reason", "")) if waiting else ""
     variables: dict[str, str] = {}
     for event in events:
         if event.event in (EventType.REQUESTED, EventType.RESULT) and "variables" in event.details:

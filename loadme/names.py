@@ -47,6 +47,16 @@ def container_group_name(run_id: str, step: int) -> str:
     return name
 
 
+def parse_container_group(name: str) -> tuple[str, int] | None:
+    """The run id and step a container group name was built from, or None if it is not one of ours."""
+    if not name.startswith(_GROUP_PREFIX):
+        return None
+    run_id, _, step = name[len(_GROUP_PREFIX):].rpartition("-")
+    if not is_run_id(run_id) or not step.isdigit():
+        return None
+    return run_id, int(step)
+
+
 def deployment_name(group_name: str) -> str:
     """The ARM deployment name for a container group (deterministic, so a redelivery reuses it)."""
     return f"{group_name}-deploy"

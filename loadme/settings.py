@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadme.admission import Limits
 from loadme.errors import SettingsError, VariableError
 from loadme.images import ImagePolicy, repository
 from loadme.variables import DEFAULT_PREFIX, VariableFactory
@@ -191,6 +192,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOGS_CONTAINER", "logs_container", "blob container of the archived container logs",
             default="loadme-logs", parse=_matching(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}",
                                                    "not a valid blob container name"), needed=OPTIONAL),
+    Setting("ADMISSION_TABLE", "admission_table", "the table admission control keeps capacity and the waiting "
+            "line in", default="loadmeadmission",
+            parse=_matching(r"[A-Za-z][A-Za-z0-9]{2,62}", "not a valid table name"), needed=OPTIONAL),
+    Setting("CAPACITY_GROUPS", "capacity_groups", "container groups in use at most (ACI allows 100 per "
+            "subscription and region)", default="95", parse=_int(1, 10_000), needed=OPTIONAL),
+    Setting("CAPACITY_CORES", "capacity_cores", "cores in use at most (ACI allows 100 standard cores)",
+            default="95", parse=_float(0.1, 100_000.0), needed=OPTIONAL),
+    Setting("CAPACITY_CREATES_PER_5_MINUTES", "capacity_creates_5m", "container group creates per 5 minutes at "
+            "most (ACI throttles at 100)", default="95", parse=_int(1, 100_000), needed=OPTIONAL),
+    Setting("CAPACITY_CREATES_PER_HOUR", "capacity_creates_hour", "container group creates per hour at most (ACI "
+            "throttles at 300)", default="290", parse=_int(1, 1_000_000), needed=OPTIONAL),
     Setting("RUN_RETENTION_DAYS", "run_retention_days", "days a run's journal rows and logs are kept",
             default="30", parse=_int(1, 3650), needed=OPTIONAL),
     Setting("SCHEDULED_INIT_SCHEDULE", "schedule", "NCRONTAB (six fields) of `scheduled_init`; the timer "
@@ -270,6 +282,9 @@ class Settings:
     journal_table: str
     logs_container: str
     run_retention_days: int
+    admission_table: str
+    capacity: Limits
+    container_cpu: float
     allowed_images: ImagePolicy
     result_auth: str
     storage_connection_string: str | None = field(repr=False)
@@ -322,11 +337,17 @@ class Settings:
             except VariableError as exc:
                 problems.append(f"{name}: {exc.message}")
         values["allowed_images"] = _image_policy(values, problems)
+        values["capacity"] = Limits(values.pop("capacity_groups") or 1, values.pop("capacity_cores") or 1.0,
+                                    values.pop("capacity_creates_5m") or 1, values.pop("capacity_creates_hour") or 1)
+        if values["cpu"] and values["capacity"].cores < values["cpu"]:
+            problems.append(f"CAPACITY_CORES: {values['capacity'].cores:g} is less than one container's "
+                            f"CONTAINER_CPU ({values['cpu']:g}): nothing could ever run")
         for name in values["scheduled_secrets"] or ():
             if name not in values["secret_variables"]:
                 problems.append(f"SCHEDULED_INIT_SECRETS: {name} is not one of SECRET_VARIABLES")
         if problems:
             raise SettingsError(problems)
+        values["container_cpu"] = float(values["cpu"])
         aci = _aci_settings(values)
         values["schedule"] = values["schedule"] or None
         return cls(**values, aci=aci if values["executor"] == "aci" else None)

@@ -97,13 +97,24 @@ class StorageClients:
         """The journal table client."""
         from azure.data.tables import TableClient
 
+        return TableClient(self._endpoint("table"), self._settings.journal_table, credential=self._table_credential,
+                           **self._options)
+
+    @property
+    def _table_credential(self) -> Any:
         if self._conn.get("AccountKey"):
             from azure.core.credentials import AzureNamedKeyCredential
 
-            cred: Any = AzureNamedKeyCredential(self.account_name, self._conn["AccountKey"])
-        else:
-            cred = self._auth
-        return TableClient(self._endpoint("table"), self._settings.journal_table, credential=cred, **self._options)
+            return AzureNamedKeyCredential(self.account_name, self._conn["AccountKey"])
+        return self._auth
+
+    @functools.cached_property
+    def admission(self) -> TableClient:
+        """The admission control table (capacity in use, the waiting line)."""
+        from azure.data.tables import TableClient
+
+        return TableClient(self._endpoint("table"), self._settings.admission_table, credential=self._table_credential,
+                           **self._options)
 
     @functools.cached_property
     def logs(self) -> ContainerClient:
@@ -152,5 +163,7 @@ class StorageClients:
                 self.raw_queue(name).create_queue()
         with contextlib.suppress(ResourceExistsError):
             self.table.create_table()
+        with contextlib.suppress(ResourceExistsError):
+            self.admission.create_table()
         with contextlib.suppress(ResourceExistsError):
             self.logs.create_container()

@@ -3,7 +3,6 @@ per deploy mode (counting its ARM requests), quota back-off, and the executor sw
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
 from loadme.context import Context, set_context
-from loadme.deploy import QUOTA_ATTEMPTS, build_container_spec
+from loadme.deploy import build_container_spec
 from loadme.envelope import RemovalMessage, StepMessage, decode
 from loadme.executors import create_executor
 from loadme.executors.aci import SDK_RETRIES, AciExecutor
@@ -150,7 +149,9 @@ def test_a_silent_container_costs_at_most_five_arm_requests(simulated: tuple[Con
     assert ctx.storage.logs.download_blob(archived["blob"]).readall() == b"killed before it could report"
 
 
-def test_quota_exceeded_is_retried_later_then_fails_the_run(aci_context: tuple[Context, FakeArm]) -> None:
+@pytest.mark.parametrize(("status", "code"), [(409, "ContainerGroupQuotaReached"), (429, "TooManyRequests")])
+def test_a_create_aci_refuses_for_quota_or_throttling_waits_and_never_fails_the_run(
+        aci_context: tuple[Context, FakeArm], status: int, code: str) -> None:
     ctx, arm = aci_context
     response, initjob = post_json({"variables": {}})
     run_id = response_json(response)["run_id"]
@@ -158,20 +159,18 @@ def test_quota_exceeded_is_retried_later_then_fails_the_run(aci_context: tuple[C
     text = initjob.get()[0]
     queue = ctx.storage.queue(INITJOB_QUEUE)
     queue.clear_messages()
-    for attempt in range(1, QUOTA_ATTEMPTS + 1):
-        arm.script = [Reply("GET", group_path(group), 404, error("ResourceNotFound", "x")),
-                      Reply("PUT", DEPLOYMENTS + ".*", 409, error("ContainerGroupQuotaReached", "quota reached"))]
-        user_function("dq_init_job")(queue_message(text), removeinfra=Out())
-        if attempt < QUOTA_ATTEMPTS:
-            assert list(queue.receive_messages()) == []  # re-sent, but invisible for a while
-            properties = queue.get_queue_properties()
-            assert properties.approximate_message_count == 1
-            queue.clear_messages()
-            text = json.dumps({**json.loads(text), "attempt": attempt + 1})
-    status = response_json(user_function("run_status")(
+    for _ in range(8):  # more refusals than maxDequeueCount: none of them counts toward poison
+        arm.script = [Reply("GET", group_path(group), 404, error("ResourceNotFound", "x"))] + [
+            Reply("PUT", DEPLOYMENTS + ".*", status, error(code, "no room"))] * (SDK_RETRIES + 1)
+        user_function("dq_init_job")(queue_message(text, dequeue_count=1), removeinfra=Out())
+        assert list(queue.receive_messages()) == []  # sent again as a new message, invisible for a while
+        assert queue.get_queue_properties().approximate_message_count == 1
+        queue.clear_messages()
+        assert group not in ctx.admission.grants()  # the grant it could not use was given back
+    status_doc = response_json(user_function("run_status")(
         http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))
-    terminal = next(e for e in status["events"] if e["event"] == "terminal")
-    assert status["state"] == "failed" and f"quota exceeded after {QUOTA_ATTEMPTS} attempts" in terminal["reason"]
+    assert status_doc["state"] == "queued" and "ACI refused the create" in status_doc["reason"]
+    assert "terminal" not in [e["event"] for e in status_doc["events"]]
 
 
 def test_executor_setting_picks_the_implementation(settings_env: dict[str, str]) -> None:

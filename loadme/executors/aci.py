@@ -182,8 +182,9 @@ class AciExecutor:
             raise TransientError(f"ACI request failed: {type(exc).__name__}") from exc
         except HttpResponseError as exc:
             status, code, message = exc.status_code or 0, _error_code(exc), _error_message(exc)
-            if "quota" in code.lower():
-                raise QuotaExceeded(f"{code}: {message}") from exc
+            # A create throttled (429) is the per-hour/5-minute create quota in effect: wait, like a quota.
+            if "quota" in code.lower() or (deploying and status == 429):
+                raise QuotaExceeded(f"{code or status}: {message}") from exc
             if status in (408, 429) or status >= 500:
                 raise TransientError(f"ACI answered {status} {code}: {message}") from exc
             if deploying and status == 409 and code == "DeploymentActive":
