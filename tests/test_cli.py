@@ -360,8 +360,9 @@ def test_poison_lists_every_queue_and_requeues_and_drops(api: FakeApi) -> None:
     assert lines[0] == "initjob-poison: 1 message"
     assert lines[2].split() == ["m-1", RUN_ID, "1", "1m15s", "TransientError:", "503"]
     assert lines[3:] == ["stage2-poison: 0 messages", "removeinfra-poison: 0 messages"]
-    assert [d["queue"] for d in json.loads(invoke(api.url, "poison", "list", "--json").stdout)["queues"]] == [
-        "initjob-poison", "stage2-poison", "removeinfra-poison"]
+    for args in (["poison", "list", "--json"], ["poison", "--json"]):
+        assert [d["queue"] for d in json.loads(invoke(api.url, *args).stdout)["queues"]] == [
+            "initjob-poison", "stage2-poison", "removeinfra-poison"]
     assert json.loads(invoke(api.url, "poison", "list", "initjob-poison", "--json").stdout)["depth"] == 1
 
     api.answer("POST", "/api/poison/initjob/m-1/requeue", 200, {

@@ -401,14 +401,15 @@ def _queue(ctx: click.Context, param: click.Parameter, value: str | None) -> str
 
 
 @cli.group(cls=LoadmeGroup, invoke_without_command=True)
+@json_option
 @click.pass_context
-def poison(ctx: click.Context) -> None:
+def poison(ctx: click.Context, as_json: bool) -> None:
     """Poison queues: list (the default), requeue, drop.
 
     A message lands in <queue>-poison when it failed too often or cannot be decoded.
     """
     if ctx.invoked_subcommand is None:
-        ctx.invoke(poison_list)
+        ctx.invoke(poison_list, as_json=as_json)
 
 
 @poison.command("list")
