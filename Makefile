@@ -20,10 +20,11 @@ python:
 	@test -n "$(PYTHON)" || { tools/find-python313 >/dev/null; exit 1; }
 
 # A venv of another Python (an older checkout's 3.11) is replaced, not reused.
-$(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt | python
+$(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt cli/pyproject.toml | python
 	@if ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e cli
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
