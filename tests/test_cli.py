@@ -181,6 +181,7 @@ def test_help_names_the_exit_statuses_and_the_credentials() -> None:
 
 def test_request_bodies() -> None:
     assert start_body({"___A": "1"}, None, [], None) == {"variables": {"___A": "1"}}
+    assert start_body({}, None, [], None, ("___ApiToken",)) == {"variables": {}, "secrets": ["___ApiToken"]}
     assert start_body({}, "img:1", [["python", "job.py"]], 60) == {
         "variables": {}, "image": "img:1", "command": ["python", "job.py"], "timeout_seconds": 60}
     assert start_body({}, None, [["a"], ["b", "c d"]], None) == {

@@ -182,9 +182,11 @@ def _commands(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 
 
 def start_body(variables: dict[str, str], image: str | None, commands: list[list[str]],
-               timeout_seconds: int | None) -> dict[str, Any]:
+               timeout_seconds: int | None, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
     """The `POST /api/init_job` body: one step's `command`, or `steps` for several."""
     body: dict[str, Any] = {"variables": variables}
+    if secrets:
+        body["secrets"] = list(secrets)
     if image:
         body["image"] = image
     if len(commands) == 1:
@@ -215,6 +217,9 @@ def wait_for_run(api: Api, run_id: str, say: Callable[[str], None],
 @cli.command()
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", callback=_variables,
               help="A variable of the run, like ___Name=Ada (repeat for more).")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME",
+              help="A secret variable every step's container gets, like ___ApiToken (one of the app's "
+                   "SECRET_VARIABLES; repeat for more; none by default).")
 @click.option("--image", metavar="IMAGE", help="The image of every step (default: the app's DEFAULT_IMAGE).")
 @click.option("--step", "commands", multiple=True, metavar="CMD", callback=_commands,
               help="A step's command, split as a shell would (repeat for steps run in order; "
@@ -226,12 +231,13 @@ def wait_for_run(api: Api, run_id: str, say: Callable[[str], None],
                                            "succeeded.")
 @json_option
 @click.pass_context
-def run(ctx: click.Context, variables: dict[str, str], image: str | None, commands: list[list[str]],
-        timeout_seconds: int | None, idempotency_key: str | None, wait: bool, as_json: bool) -> None:
+def run(ctx: click.Context, variables: dict[str, str], secrets: tuple[str, ...], image: str | None,
+        commands: list[list[str]], timeout_seconds: int | None, idempotency_key: str | None, wait: bool,
+        as_json: bool) -> None:
     """Start a run; --wait follows it to its end."""
     api = _api(ctx)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-    started = api.call("POST", "init_job", body=start_body(variables, image, commands, timeout_seconds),
+    started = api.call("POST", "init_job", body=start_body(variables, image, commands, timeout_seconds, secrets),
                        headers=headers)
     run_id = started["run_id"]
     if not wait:
