@@ -3,6 +3,7 @@
 #   make test   lint, type-check and run the whole test suite
 #   make dev    the local stack in the foreground (Ctrl-C stops everything it started)
 #   make checkov  scan infra/, templates/ and container/Dockerfile (.checkov.yaml lists each skipped check and why)
+#   make test-stress  the suite STRESS_RUNS times (default 5) on a fresh clone with every core kept busy
 #
 # Python 3.13 is required (Azure Functions' Python 3.13 worker, azure-functions-runtime, runs the app
 # locally as in Azure); tools/find-python313 finds one or says what to install. PYTHON=... overrides.
@@ -14,7 +15,8 @@ PYTEST_ARGS ?=
 
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: deps demo test dev lint typecheck checkov clean python
+.PHONY: deps demo test test-stress dev lint typecheck checkov clean python
+STRESS_RUNS ?= 5
 
 python:
 	@test -n "$(PYTHON)" || { tools/find-python313 >/dev/null; exit 1; }
@@ -56,6 +58,10 @@ typecheck: $(VENV)/.installed
 
 test: deps lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Not in CI: about an hour on two cores. Clones the committed HEAD, so commit first.
+test-stress: python
+	$(PYTHON) tools/stress_test.py --runs $(STRESS_RUNS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .azurite .azurite.log .loadme .pytest_cache .mypy_cache .ruff_cache .hypothesis
