@@ -14,6 +14,7 @@ from loadme.storage import DEV_ACCOUNT, DEV_KEY
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
 DEFAULT_PORTS = (10000, 10001, 10002)
+PORT_ATTEMPTS = 3
 
 
 class AzuriteError(RuntimeError):
@@ -64,16 +65,32 @@ def start_azurite(
     location: Path | None = None,
     ports: tuple[int, int, int] | None = None,
     log_path: Path | None = None,
-    timeout: float = 30.0,
+    timeout: float = 60.0,
 ) -> Azurite:
     """Start Azurite: data under `location`, or in memory when None; free ports unless given.
 
-    Raises AzuriteError with its output when it is not installed or does not start in time.
+    Free ports are picked, then bound by Azurite a moment later: when something else took one in
+    between, Azurite is started again on new ones. Raises AzuriteError with its output when it is
+    not installed or does not start in time.
     """
     if not AZURITE_BIN.exists():
         raise AzuriteError(f"{AZURITE_BIN} not found: run `npm ci` in {REPO_ROOT} (make does it)")
-    ports = ports or (free_port(), free_port(), free_port())
-    log_path = log_path or Path(tempfile.gettempdir()) / f"azurite-{ports[1]}.log"
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        chosen = ports or (free_port(), free_port(), free_port())
+        try:
+            return _start(location, chosen, log_path or Path(tempfile.gettempdir()) / f"azurite-{chosen[1]}.log",
+                          timeout)
+        except _PortTaken:
+            if ports is not None or attempt == PORT_ATTEMPTS:
+                raise AzuriteError(f"Azurite could not bind {chosen}: a port is in use") from None
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _start(location: Path | None, ports: tuple[int, int, int], log_path: Path, timeout: float) -> Azurite:
     argv = [
         str(AZURITE_BIN), "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl",
         "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
@@ -91,8 +108,12 @@ def start_azurite(
         give_up = time.monotonic() + timeout
         while time.monotonic() < give_up:
             if process.poll() is not None:
-                raise AzuriteError(f"Azurite exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-            if all(_listening(p) for p in ports):
+                output = log_path.read_text()[-2000:]
+                if "EADDRINUSE" in output:
+                    raise _PortTaken()
+                raise AzuriteError(f"Azurite exited with {process.returncode}: {output}")
+            # Listening ports are ours only while the process lives (another program may hold one).
+            if all(_listening(p) for p in ports) and process.poll() is None:
                 return azurite
             time.sleep(0.1)
         raise AzuriteError(f"Azurite did not listen on {ports} within {timeout}s: {log_path.read_text()[-2000:]}")

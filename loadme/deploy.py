@@ -75,6 +75,16 @@ def _wait(ctx: Context, msg: StepMessage, reason: str, delay: float, ahead: int 
     return []
 
 
+def _started_before(ctx: Context, msg: StepMessage) -> str:
+    """What shows the step's container was started once already ("" if nothing does): a step is
+    started at most once, even when a late redelivery finds its group already removed."""
+    for event, said in ((EventType.REMOVED, "finished and removed"), (EventType.RESULT, "finished"),
+                        (EventType.STARTED, "started")):
+        if ctx.journal.get(msg.run_id, msg.step, event) is not None:
+            return said
+    return ""
+
+
 def admission_order(msg: StepMessage) -> str:
     """Where the step stands in the line for capacity: its run's submission time, run, step."""
     return order_key(parse_time(msg.created_at), msg.run_id, msg.step)
@@ -95,9 +105,10 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
         ctx.admission.forget(order)
         logger.info("run is already %s; not deploying", terminal.details.get("state"), extra=log)
         return []
-    if journal.get(msg.run_id, msg.step, EventType.REMOVED) is not None:
+    started_before = _started_before(ctx, msg)
+    if started_before:
         ctx.admission.forget(order)
-        logger.info("step already finished and removed; not deploying again", extra=log)
+        logger.info("step already %s; not deploying again", started_before, extra=log)
         return []
     if ctx.clock() >= parse_time(msg.deadline):
         waited = journal.get(msg.run_id, msg.step, EventType.WAITING)
@@ -123,6 +134,12 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
         created_at=msg.created_at, deadline=msg.deadline, trigger=msg.trigger,
     ):
         journal.set_state(msg.run_id, RunState.DEPLOYING)
+    elif started_before := _started_before(ctx, msg):
+        # A redelivery that raced the step's first delivery: its container already ran (maybe it was even
+        # removed, which would let a create make a second one); the first delivery owns the step.
+        ctx.admission.release(spec.name)
+        logger.info("step already %s; not deploying again", started_before, extra=log)
+        return []
     try:
         created = ctx.executor.deploy(spec)
     except QuotaExceeded as exc:  # ACI refused although admission let it through (other users of the quota?)

@@ -101,7 +101,7 @@ class Stack:
         response.raise_for_status()
         return dict(response.json())
 
-    def wait_for_run(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    def wait_for_run(self, run_id: str, timeout: float = 120.0) -> dict[str, Any]:
         """Wait until the run is terminal and cleaned up; returns its status document."""
         last: dict[str, Any] = {}
 
@@ -156,7 +156,7 @@ def start_stack(env: dict[str, str], workdir: Path, *extra_args: str) -> Stack:
             pytest.fail(f"local host exited with {process.returncode}:\n{stack.log_text()[-3000:]}")
         return "local host ready" in stack.log_text()
 
-    wait_until(ready, 30, "the local host to start")
+    wait_until(ready, 120, "the local host to start")
     return stack
 
 
@@ -209,17 +209,21 @@ def result_message(step: StepMessage, exit_code: int = 0, variables: dict[str, s
         log_tail=log_tail, finished_at=step.created_at, log_uploaded=log_uploaded)
 
 
-def receive_result(ctx: Context) -> str:
-    """Wait for the runner's post on the real stage2 queue; returns the decoded message body."""
+def receive_result(ctx: Context, run_id: str) -> str:
+    """Wait for the runner's post for `run_id` on the real stage2 queue; returns the decoded body.
+
+    The queue is the session's: results other tests' containers posted and nobody took are dropped.
+    """
     queue = ctx.storage.queue(STAGE2_QUEUE)
 
     def take() -> str | None:
-        for message in queue.receive_messages(max_messages=1):
+        for message in queue.receive_messages(max_messages=32, visibility_timeout=5):
             queue.delete_message(message)
-            return str(message.content)
+            if run_id in str(message.content):
+                return str(message.content)
         return None
 
-    return str(wait_until(take, 30, "the runner's result on stage2"))
+    return str(wait_until(take, 60, f"the runner's result for {run_id} on stage2"))
 
 
 # ---- the app's functions, called as the worker calls them ----------------------------------------

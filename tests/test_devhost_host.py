@@ -27,7 +27,7 @@ def slow_host() -> Iterator[LocalHost]:
 
 
 def _get(host: LocalHost, path: str, method: str = "GET", **kwargs: object) -> requests.Response:
-    return requests.request(method, f"http://127.0.0.1:{host.port}{path}", timeout=60, **kwargs)  # type: ignore[arg-type]
+    return requests.request(method, f"http://127.0.0.1:{host.port}{path}", timeout=180, **kwargs)  # type: ignore[arg-type]
 
 
 def test_a_function_past_function_timeout_fails_with_500_and_the_worker_is_restarted(
@@ -35,10 +35,10 @@ def test_a_function_past_function_timeout_fails_with_500_and_the_worker_is_resta
     before = _get(slow_host, "/api/pid").text
     with caplog.at_level(logging.INFO):
         started = time.monotonic()
-        response = _get(slow_host, "/api/sleep/30")
+        response = _get(slow_host, "/api/sleep/300")
         elapsed = time.monotonic() - started
     assert (response.status_code, response.content) == (500, b"")
-    assert elapsed < 25, "the host waited for the function instead of enforcing functionTimeout"
+    assert elapsed < 120, "the host waited for the function instead of enforcing functionTimeout"
     assert "Timeout value of 00:00:01 exceeded by function 'Functions.sleep'" in caplog.text
     assert "Restart of language worker process completed" in caplog.text
     after = _get(slow_host, "/api/pid")

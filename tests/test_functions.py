@@ -50,7 +50,7 @@ def test_one_run_by_hand_with_every_message_delivered_twice(context: Context) ->
     group = container_group_name(run_id, 1)
     assert (context.executor.list_owned()[0].name, len(context.executor.list_owned())) == (group, 1)
 
-    result_text = receive_result(context)
+    result_text = receive_result(context, run_id)
     result = decode(result_text, ResultMessage)
     assert result.variables["___Message"] == "Hello, Ada!" and result.exit_code == 0
     assert "___ApiToken" not in result.variables and SECRET_VALUE not in result_text
@@ -90,7 +90,7 @@ def _deployed_run(context: Context) -> tuple[str, str]:
     response, initjob = post_json({"variables": {"___Name": "Bob"}})
     run_id = response_json(response)["run_id"]
     user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
-    return run_id, receive_result(context)
+    return run_id, receive_result(context, run_id)
 
 
 def test_forged_result_is_rejected_and_the_run_unaffected(context: Context, caplog: pytest.LogCaptureFixture) -> None:
@@ -130,7 +130,7 @@ def test_failed_job_fails_the_run_and_still_removes_it(context: Context) -> None
     run_id = response_json(response)["run_id"]
     user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
     removal = Out()
-    user_function("stage2")(queue_message(receive_result(context)), initjob=Out(), removeinfra=removal)
+    user_function("stage2")(queue_message(receive_result(context, run_id)), initjob=Out(), removeinfra=removal)
     user_function("remove_infra")(queue_message(removal.get()[0]))
     status = response_json(user_function("run_status")(
         http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))

@@ -111,7 +111,7 @@ def test_janitor_fails_a_run_whose_container_died_without_a_result(ctx: Context,
 def test_janitor_removes_groups_whose_removal_kept_failing_and_orphans(ctx: Context, clock: Clock) -> None:
     run_id = _start_and_deploy({"variables": {}})
     removal = Out()
-    user_function("stage2")(queue_message(receive_result(ctx)), initjob=Out(), removeinfra=removal)
+    user_function("stage2")(queue_message(receive_result(ctx, run_id)), initjob=Out(), removeinfra=removal)
     # The removal message is lost to poison: the group stays although the run is over.
     assert _status(run_id)["state"] == "succeeded"
     clock.advance(2)
@@ -178,7 +178,7 @@ def test_cancel_removes_the_container_and_is_idempotent(ctx: Context) -> None:
 
 def test_result_after_cancel_is_ignored(ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
     run_id = _start_and_deploy({"variables": {}})
-    result = receive_result(ctx)
+    result = receive_result(ctx, run_id)
     assert _cancel(run_id)[0] == 202
     removal, nxt = Out(), Out()
     with caplog.at_level(logging.WARNING):
@@ -190,7 +190,7 @@ def test_result_after_cancel_is_ignored(ctx: Context, caplog: pytest.LogCaptureF
 
 def test_cancel_of_a_finished_run_is_409_and_unknown_is_404(ctx: Context) -> None:
     run_id = _start_and_deploy({"variables": {}})
-    user_function("stage2")(queue_message(receive_result(ctx)), initjob=Out(), removeinfra=Out())
+    user_function("stage2")(queue_message(receive_result(ctx, run_id)), initjob=Out(), removeinfra=Out())
     status, body, _ = _cancel(run_id)
     assert status == 409 and "already succeeded" in body["error"]
     assert _cancel("0" * 32)[0] == 404

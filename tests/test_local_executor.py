@@ -63,6 +63,9 @@ def test_deploy_is_idempotent_and_delete_stops_the_process_group(context: Contex
     assert executor.delete(spec.name) is True
     assert executor.state(spec.name).state == "missing"
     assert executor.delete(spec.name) is False
+    # A late redelivery after the removal must not start the group a second time.
+    assert executor.deploy(spec) is False and executor.state(spec.name).state == "missing"
+    assert (executor.root / "starts.log").read_text().count(spec.name) == 1
     # Dead, not merely signalled; a killed process stays in its group as a zombie until it is reaped.
     assert not group_alive(pid)
     assert executor.logs(spec.name) == ""

@@ -7,10 +7,11 @@ plus PATH and PYTHONPATH, which the image sets itself. Each group has a folder u
 
 Run as `python -m loadme.executors.local ROOT SPEC_JSON -- ARGV...` it is the supervisor, a
 process group of its own that outlives whoever started it (as an ACI container outlives the app
-that created it). The supervisor itself claims the group by creating its folder (atomic, so
-`deploy` is idempotent), records spec, pid and a line in the starts ledger, tells `deploy`
-`started` or `exists`, then runs the runner and records its exit code. Claim and start happen in
-one process, so a claimed group is always a started one, even when the caller dies in between.
+that created it). The supervisor itself claims the group (an atomic marker in `.claims` that
+outlives the group, so `deploy` is idempotent even after a delete), creates its folder, records
+spec, pid and a line in the starts ledger, tells `deploy` `started` or `exists`, then runs the
+runner and records its exit code. Claim and start happen in one process, so a claimed group is
+always a started one, even when the caller dies in between.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ RUNNER = CONTAINER_DIR / "runner.py"
 STOP_GRACE_SECONDS = 5.0
 STARTS_LEDGER = "starts.log"
 STARTED, EXISTS = "started", "exists"
+CLAIMS = ".claims"
 
 
 class LocalExecutor:
@@ -221,12 +223,19 @@ def group_alive(pgid: int) -> bool:
 
 
 def _claim(root: Path, record: dict[str, object]) -> Path | None:
-    """Create the group's folder and record this supervisor in it; None if it was already claimed."""
-    folder = root / str(record["name"])
+    """Claim the group and record this supervisor in its folder; None if it was claimed before.
+
+    The claim is a marker in `root/.claims` that deleting the group leaves in place (as a run's
+    record outlives its container), so a late redelivery can never start the same group twice.
+    """
+    claims = root / CLAIMS
+    claims.mkdir(exist_ok=True)
     try:
-        folder.mkdir()
+        os.close(os.open(claims / str(record["name"]), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return None
+    folder = root / str(record["name"])
+    folder.mkdir()
     for name, text in (("spec.json", json.dumps(record)), ("pid", str(os.getpid()))):
         tmp = folder / f"{name}.tmp"
         tmp.write_text(text)

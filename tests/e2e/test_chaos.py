@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from devhost.azurite import start_azurite
+from loadme.executors.local import group_alive
 from loadme.names import TRIGGER_QUEUES, container_group_name, poison_queue
 from tests.support import Stack, app_settings, start_stack, wait_until
 
@@ -110,16 +110,23 @@ def test_fifty_runs_under_chaos_all_end_right(chaos_stack: Stack) -> None:
     assert set(starts.values()) == {1}, "a container was started twice"
 
     ledger = (chaos_stack.executor_dir / "starts.log").read_text().splitlines()
-    alive = [line for line in ledger if Path(f"/proc/{line.split()[1]}").exists()]
+    alive = [line for line in ledger if group_alive(int(line.split()[1]))]
     assert alive == [], "container processes left running"
-    assert [p.name for p in chaos_stack.executor_dir.iterdir() if p.is_dir()] == []
+    assert [p.name for p in chaos_stack.executor_dir.iterdir() if p.is_dir() and p.name != ".claims"] == []
 
     queues = chaos_stack.context.storage
     def drained() -> bool:
         return all(queues.raw_queue(q).get_queue_properties().approximate_message_count == 0 for q in TRIGGER_QUEUES)
 
     wait_until(drained, 60, "the trigger queues to drain")
-    time.sleep(3)  # one more janitor tick: it must not find anything left to do
+
+    def ticks() -> list[str]:
+        lines = chaos_stack.log_text().splitlines()
+        return [line for line in lines if "janitor: " in line and "group(s) alive" in line]
+
+    seen = len(ticks())
+    wait_until(lambda: len(ticks()) > seen, 60, "one more janitor tick")  # it must find nothing left to do
+    assert " 0 group(s) alive (0 past deadline), 0 removal(s), 0 timed out, 0 failed" in ticks()[-1], ticks()[-1]
     assert drained()
     for queue in TRIGGER_QUEUES:
         assert queues.raw_queue(poison_queue(queue)).get_queue_properties().approximate_message_count == 0
