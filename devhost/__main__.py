@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start()
         print(f"local host ready on {stack.api}", flush=True)
+        print(f"dashboard: {stack.api}/dashboard/", flush=True)
         stopped.wait()
     except WorkerRefused as exc:
         logging.error("the Functions worker refused the app:\n%s", exc)
