@@ -1,8 +1,9 @@
-// The app's HTTP API, called from the page with the user's function key or their Microsoft sign-in.
+// The app's HTTP API, called from the page with the user's function key.
 //
 // The key lives in sessionStorage only (this tab, until it is closed or "Forget key"), and goes in the
 // x-functions-key header, never in a URL. With Microsoft Entra ID (App Service authentication) in front
-// of the app, the browser's session cookie authenticates these same-origin calls: no key is sent.
+// of the app, the key is still required (infra keeps authLevel FUNCTION behind Entra: both are checked);
+// the browser's Entra session cookie goes along with these same-origin calls by itself.
 
 import {oneLine} from "./dom.js";
 
@@ -14,22 +15,18 @@ export const API_BASE = (() => {
   return match ? match[1] : "/api";
 })();
 
-/** {mode: "key", key} or {mode: "entra"}; null until the user chose. */
+/** {key}; null until the user gave one. */
 export function getAuth() {
   try {
     const auth = JSON.parse(sessionStorage.getItem(AUTH_ITEM) || "null");
-    return auth && (auth.mode === "entra" || (auth.mode === "key" && typeof auth.key === "string")) ? auth : null;
+    return auth && typeof auth.key === "string" && auth.key ? auth : null;
   } catch {
     return null;
   }
 }
 
 export function useKey(key) {
-  sessionStorage.setItem(AUTH_ITEM, JSON.stringify({mode: "key", key}));
-}
-
-export function useEntra() {
-  sessionStorage.setItem(AUTH_ITEM, JSON.stringify({mode: "entra"}));
+  sessionStorage.setItem(AUTH_ITEM, JSON.stringify({key}));
 }
 
 export function forgetAuth() {
@@ -62,7 +59,7 @@ export async function api(method, path, {query = {}, body} = {}) {
   }
   const headers = {Accept: "application/json"};
   const auth = getAuth();
-  if (auth && auth.mode === "key" && auth.key) headers["x-functions-key"] = auth.key;
+  if (auth) headers["x-functions-key"] = auth.key;
   // redirect: "manual": an expired Microsoft sign-in answers with a redirect to the login page,
   // which a fetch must not follow (another origin); it is reported as "not signed in" instead.
   const init = {method, headers, credentials: "same-origin", redirect: "manual", cache: "no-store"};

@@ -2,7 +2,7 @@
 // Views are chosen by the URL's fragment (#/runs?state=failed&since=today, #/runs/<id>, #/stats,
 // #/poison), so every view can be bookmarked and the back button works.
 
-import {API_BASE, ApiError, api, entraLoginUrl, forgetAuth, getAuth, useEntra, useKey} from "./api.js";
+import {API_BASE, ApiError, api, entraLoginUrl, forgetAuth, getAuth, useKey} from "./api.js";
 import {runsPerDayChart} from "./chart.js";
 import {STATES, TERMINAL_STATES, duration, el, oneLine, replaceKeepingFocus, row, stateBadge, table, time}
   from "./dom.js";
@@ -46,24 +46,22 @@ function report(error) {
     say(`unexpected error: ${error && error.message ? error.message : error}`, {error: true});
     return;
   }
-  const auth = getAuth();
-  if (error.unauthorized && auth && auth.mode === "entra") {
-    say(error.message, {error: true, link: {href: entraLoginUrl(), text: "Sign in with Microsoft"}});
-  } else if (error.unauthorized) {
+  if (error.unauthorized) {
+    // A wrong key, or an expired Microsoft sign-in when Entra ID protects the app: which one, the answer
+    // does not say reliably, so both ways out are offered.
     stopRefresh(); // until a key is given again
-    say(`${error.message} (enter a valid function key)`, {error: true});
+    say(`${error.message} (enter a valid function key, or sign in with Microsoft again)`,
+      {error: true, link: {href: entraLoginUrl(), text: "Sign in with Microsoft"}});
     askForAuth();
   } else {
     say(error.message, {error: true});
   }
 }
 
-// ---- signing in: a function key for this tab, or Microsoft Entra ID --------------------------------
+// ---- the function key, kept for this tab only ------------------------------------------------------
 function showAuthState() {
   const auth = getAuth();
-  $("auth-state").textContent = !auth ? "not signed in"
-    : auth.mode === "entra" ? "signed in with Microsoft" : "function key set (this tab only)";
-  $("forget-key").textContent = auth && auth.mode === "entra" ? "Change sign-in" : "Forget key";
+  $("auth-state").textContent = auth ? "function key set (this tab only)" : "no function key";
   $("forget-key").hidden = !auth;
 }
 
@@ -71,6 +69,7 @@ function askForAuth() {
   const dialog = $("auth-dialog");
   if (dialog.open) return;
   $("auth-key").value = "";
+  $("entra-login").href = entraLoginUrl();
   dialog.showModal();
   $("auth-key").focus();
 }
@@ -80,17 +79,13 @@ function setUpAuth() {
   dialog.addEventListener("cancel", (event) => event.preventDefault()); // a choice is needed to go on
   $("auth-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    if (event.submitter && event.submitter.value === "entra") {
-      useEntra();
-    } else {
-      const key = $("auth-key").value.trim();
-      if (!key) {
-        $("auth-key").setCustomValidity("Enter a function key, or choose the Microsoft sign-in");
-        $("auth-key").reportValidity();
-        return;
-      }
-      useKey(key);
+    const key = $("auth-key").value.trim();
+    if (!key) {
+      $("auth-key").setCustomValidity("Enter a function key");
+      $("auth-key").reportValidity();
+      return;
     }
+    useKey(key);
     dialog.close();
     showAuthState();
     clearMessage();
@@ -165,7 +160,7 @@ function route({focus = false} = {}) {
     else link.removeAttribute("aria-current");
   }
   if (!getAuth()) {
-    main.replaceChildren(el("p", {}, "Enter a function key (or choose the Microsoft sign-in) to see the runs."));
+    main.replaceChildren(el("p", {}, "Enter a function key to see the runs."));
     askForAuth();
     return;
   }
