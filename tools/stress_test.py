@@ -3,7 +3,7 @@
     python tools/stress_test.py [--runs N] [--keep]
 
 Clones the repository's committed HEAD into a temporary folder (as CI does: nothing uncommitted, no
-caches), sets it up once (`make deps`), then runs `make test` N times (default 5) while one busy
+caches, ../shared beside it), sets it up once (`make deps`), then runs `make test` N times (default 5) while one busy
 loop per core competes for the CPU, as on a shared CI machine. Prints each run's outcome, then the
 pass count and every failing test id with how often it failed. Exits 0 only when every run passed.
 Not part of `make test` or CI: it takes an hour or so on two cores.
@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="loadme-stress-"))
     clone = workdir / "loadme"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
+    shared = REPO_ROOT.parent / "shared"
+    if shared.is_dir():  # as in CI: ../shared (the offline ARM validator) beside the checkout
+        (workdir / "shared").symlink_to(shared, target_is_directory=True)
+    else:
+        print(f"stress: {shared} not found: the infra validation test will fail as it would in CI", flush=True)
     head = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], check=True,
                           capture_output=True, text=True).stdout.strip()
     print(f"stress: {args.runs} run(s) of `make test` on a fresh clone of {head} in {clone}, "
