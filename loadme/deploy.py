@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
+from loadme import contract
 from loadme.admission import order_key
 from loadme.container_env import RunnerControls, container_environment
 from loadme.context import Context
@@ -68,11 +70,25 @@ def _secrets_of(plan: StepPlan, known: dict[str, str]) -> dict[str, str]:
 
 def _wait(ctx: Context, msg: StepMessage, reason: str, delay: float, ahead: int = 0) -> list[RemovalMessage]:
     """The step waits for capacity: its run shows `queued` with the reason, and its message comes back
-    after `delay` as a new message (no dequeue attempt is spent toward poison)."""
-    ctx.journal.note(msg.run_id, msg.step, EventType.WAITING, reason=reason, ahead=ahead)
-    ctx.storage.queue(INITJOB_QUEUE).send_message(msg.to_json(), visibility_timeout=max(1, round(delay)))
-    logger.info("%s; looking again in %.0f s", reason, delay, extra={"run_id": msg.run_id, "step": msg.step})
+    after `delay` as a new message (no dequeue attempt is spent toward poison).
+
+    Time spent waiting for capacity does not count toward the run's deadline, which moves on by the
+    wait: `timeout_seconds` bounds the run's work, so a burst larger than an hour of ACI creates waits
+    its turn instead of timing out in the line.
+    """
+    seconds = max(1, round(delay))
+    waited = _deferred(ctx, msg, seconds)
+    ctx.journal.note(msg.run_id, msg.step, EventType.WAITING, reason=reason, ahead=ahead, deadline=waited.deadline)
+    ctx.storage.queue(INITJOB_QUEUE).send_message(waited.to_json(), visibility_timeout=seconds)
+    logger.info("%s; looking again in %d s", reason, seconds, extra={"run_id": msg.run_id, "step": msg.step})
     return []
+
+
+def _deferred(ctx: Context, msg: StepMessage, seconds: int) -> StepMessage:
+    """The step's message with its deadline (and the variable that tells the container) `seconds` later."""
+    deadline = (parse_time(msg.deadline) + timedelta(seconds=seconds)).isoformat()
+    variables = {**msg.variables, ctx.variables.name(contract.DEADLINE): deadline}
+    return replace(msg, deadline=deadline, variables=variables)
 
 
 def _started_before(ctx: Context, msg: StepMessage) -> str:

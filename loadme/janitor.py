@@ -27,7 +27,7 @@ from loadme import telemetry
 from loadme.context import Context
 from loadme.envelope import RemovalMessage, parse_time
 from loadme.executors import OwnedGroup
-from loadme.journal import EventType, RunState
+from loadme.journal import Event, EventType, Journal, RunState
 from loadme.names import parse_container_group, poison_queue
 from loadme.poison import KINDS, MAX_PEEK, PoisonStats, decode_poisoned, poison_stats, poisoned_reason
 
@@ -162,9 +162,16 @@ def _reconcile_admission(ctx: Context, now: datetime, owned: set[str]) -> None:
         step, requested = int(step_text), journal.requested(run_id)
         if requested is None or journal.terminal(run_id) is not None:
             admission.forget(order)
-        elif now > parse_time(str(requested.details["deadline"])):
+        elif now > _waiting_deadline(journal, requested, step):
             journal.finish(run_id, RunState.TIMED_OUT, "deadline passed while waiting for capacity", step=step)
             admission.forget(order)
+
+
+def _waiting_deadline(journal: Journal, requested: Event, step: int) -> datetime:
+    """A waiting step's deadline: the run's, moved on by every wait for capacity (loadme.deploy._wait)."""
+    waiting = journal.get(requested.run_id, step, EventType.WAITING)
+    deadline = waiting.details.get("deadline") if waiting is not None else None
+    return parse_time(str(deadline or requested.details["deadline"]))
 
 
 def _record_poisoned_runs(ctx: Context, report: JanitorReport) -> None:

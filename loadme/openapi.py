@@ -189,7 +189,9 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                         "type": "object", "additionalProperties": False, "required": ["command"],
                         "properties": {"image": {"type": "string", "maxLength": 256}, "command": command,
                                        "secrets": secrets}}},
-                    "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_SECONDS},
+                    "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_SECONDS,
+                                        "description": "The run's deadline, in seconds from the request; time "
+                                                       "its steps wait for capacity is not counted."},
                 },
             },
             "Started": {"type": "object", "required": ["run_id", "status_url"], "properties": {

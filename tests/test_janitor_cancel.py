@@ -6,14 +6,17 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from azure.functions.timer import TimerRequest
 
+from loadme import contract
+from loadme.admission import MIN_WAIT_SECONDS
 from loadme.context import Context, set_context
 from loadme.deploy import build_container_spec
-from loadme.envelope import RemovalMessage, StepMessage, StepPlan, decode
+from loadme.envelope import RemovalMessage, StepMessage, StepPlan, decode, parse_time
 from loadme.journal import EventType
 from loadme.names import INITJOB_QUEUE, container_group_name, poison_queue
 from loadme.settings import Settings
@@ -224,3 +227,57 @@ def test_janitor_times_out_a_step_whose_group_never_appeared(ctx: Context, clock
     assert (status["state"], status["cleaned_up"]) == ("timed_out", True)
     assert "no container group for step 1" in next(e for e in status["events"] if e["event"] == "terminal")["reason"]
     assert _janitor() == [] and ctx.journal.index.active() == []  # settled: nothing more to do
+
+
+@pytest.fixture
+def one_group(settings_env: dict[str, str]) -> Iterator[tuple[Context, Clock]]:
+    """A context with room for one container group (an admission table of its own) on a clock that
+    moves only by hand."""
+    clock = Clock(datetime.now(UTC))
+    context = Context(Settings.from_mapping({**settings_env, "CAPACITY_GROUPS": "1",
+                                             "ADMISSION_TABLE": "admissiononegroup"}), clock=clock)
+    context.storage.ensure_resources(["initjob", "stage2", "removeinfra"])
+    set_context(context)
+    yield context, clock
+    set_context(None)
+    for group in context.executor.list_owned():
+        context.executor.delete(group.name)
+    context.storage.admission.delete_table()
+
+
+def _next_initjob(ctx: Context, run_id: str) -> StepMessage:
+    """The step's message once it is visible again on the real initjob queue (it waited invisible)."""
+    queue = ctx.storage.queue(INITJOB_QUEUE)
+
+    def take() -> StepMessage | None:
+        for message in queue.receive_messages(max_messages=32, visibility_timeout=5):
+            if run_id in str(message.content):
+                queue.delete_message(message)
+                return decode(str(message.content), StepMessage)
+        return None
+
+    return wait_until(take, 90, f"the waiting step of {run_id} back on initjob")  # type: ignore[no-any-return]
+
+
+def test_time_waiting_for_capacity_does_not_count_toward_the_deadline(one_group: tuple[Context, Clock]) -> None:
+    ctx, clock = one_group
+    _start_and_deploy({"variables": {"___DemoSleepSeconds": "60"}, "timeout_seconds": 600})  # holds the group
+    response, initjob = post_json({"variables": {}, "timeout_seconds": 20})
+    run_id = response_json(response)["run_id"]
+    first = decode(initjob.get()[0], StepMessage)
+    user_function("dq_init_job")(queue_message(first.to_json()), removeinfra=Out())
+    assert _status(run_id)["state"] == "queued"
+    again = _next_initjob(ctx, run_id)
+    waited = parse_time(again.deadline) - parse_time(first.deadline)
+    assert waited == timedelta(seconds=MIN_WAIT_SECONDS)  # at the head of the line: it looked again this soon
+    assert again.variables[ctx.variables.name(contract.DEADLINE)] == again.deadline  # what the container is told
+
+    clock.advance(25)  # past the deadline the run was given, within it once the wait is left out
+    user_function("dq_init_job")(queue_message(again.to_json()), removeinfra=Out())
+    assert _janitor() == []
+    assert _status(run_id)["state"] == "queued"  # waited again, neither step nor janitor timed it out
+
+    clock.advance(30)  # the step's message stopped coming back (lost): at its moved deadline the janitor ends it
+    _janitor()
+    status = _status(run_id)
+    assert (status["state"], status["reason"]) == ("timed_out", "deadline passed while waiting for capacity")
