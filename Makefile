@@ -4,6 +4,8 @@
 #   make dev    the local stack in the foreground (Ctrl-C stops everything it started)
 #   make checkov  scan infra/, templates/ and container/Dockerfile (.checkov.yaml lists each skipped check and why)
 #   make test-stress  the suite STRESS_RUNS times (default 5) on a fresh clone with every core kept busy
+#   make bench  the benchmark suite: one table of ratios measured side by side, written with a description of
+#               the machine to bench/RESULTS.md (about 5 minutes on two cores; not part of make test)
 #
 # Python 3.13 is required (Azure Functions' Python 3.13 worker, azure-functions-runtime, runs the app
 # locally as in Azure); tools/find-python313 finds one or says what to install. PYTHON=... overrides.
@@ -15,7 +17,7 @@ PYTEST_ARGS ?=
 
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: deps demo test test-stress dev lint typecheck checkov clean python
+.PHONY: deps demo test test-stress bench dev lint typecheck checkov clean python
 STRESS_RUNS ?= 5
 
 python:
@@ -62,6 +64,10 @@ test: deps lint typecheck
 # Not in CI: about an hour on two cores. Clones the committed HEAD, so commit first.
 test-stress: python
 	$(PYTHON) tools/stress_test.py --runs $(STRESS_RUNS)
+
+# Cold start, local throughput and per-run overhead on the local stack, the scale simulation, the janitor.
+bench: deps
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .azurite .azurite.log .loadme .pytest_cache .mypy_cache .ruff_cache .hypothesis

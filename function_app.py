@@ -2,6 +2,11 @@
 
 Each function decodes its binding, calls `loadme`, and maps the outcome to a response or an
 output binding. Queue messages are envelope JSON; the host base64-encodes them on the queues.
+
+Cold start: the worker imports this file to index the functions, so at the top it imports only
+what the decorators need (queue names, the settings table for trigger parameters, the errors it
+catches); each function imports the `loadme` modules it uses when it first runs (`make bench`
+measures the import against bare `azure.functions`).
 """
 
 from __future__ import annotations
@@ -10,21 +15,13 @@ import json
 import logging
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from loadme import poison, reports
-from loadme.api import check_idempotency_key, error_body, parse_start_request, start_request_from_object
-from loadme.cancel import cancel_run as cancel
-from loadme.cleanup import remove_step
 from loadme.context import configure_logging, get_context
-from loadme.deploy import deploy_step
-from loadme.envelope import Message, RemovalMessage, ResultMessage, StepMessage, decode
 from loadme.errors import EnvelopeError, RequestError, SettingsError
-from loadme.failures import failures_noted
-from loadme.janitor import sweep
 from loadme.names import (
     INITJOB_QUEUE,
     REMOVEINFRA_QUEUE,
@@ -32,13 +29,10 @@ from loadme.names import (
     is_run_id,
     run_id_for_idempotency_key,
 )
-from loadme.openapi import openapi_document
-from loadme.poison import poison_stats
-from loadme.results import accept_result
-from loadme.runs import run_status as read_run_status
-from loadme.runs import start_run
 from loadme.settings import binding_schedule, is_set, value
-from loadme.static import SECURITY_HEADERS, dashboard_file
+
+if TYPE_CHECKING:
+    from loadme.envelope import Message, RemovalMessage, ResultMessage, StepMessage
 
 CONNECTION = "AzureWebJobsStorage"
 logger = logging.getLogger("loadme.functions")
@@ -69,6 +63,8 @@ def _api_base(req: func.HttpRequest) -> str:
 
 def _decode(msg: func.QueueMessage, kind: type[Any], queue: str) -> Any:
     """Decode a queue message; a malformed one is logged with the reason and raised (-> poison)."""
+    from loadme.envelope import decode
+
     try:
         return decode(msg.get_body(), kind)
     except EnvelopeError as exc:
@@ -80,6 +76,8 @@ def _decode(msg: func.QueueMessage, kind: type[Any], queue: str) -> Any:
 def _answer(handle: Callable[[], tuple[int, Any]]) -> func.HttpResponse:
     """Run a request's handler: its status and JSON body, a 4xx JSON error for bad input, a logged
     500 only for a misconfigured app."""
+    from loadme.api import error_body
+
     try:
         status, body = handle()
     except RequestError as exc:
@@ -106,6 +104,9 @@ def _send(out: Messages, messages: list[Message]) -> None:
 @app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
 def init_job(req: func.HttpRequest, initjob: Messages) -> func.HttpResponse:
     """Start a run: 202 with its id and status URL, or a 4xx JSON error naming the problem."""
+    from loadme.api import check_idempotency_key, error_body, parse_start_request
+    from loadme.runs import start_run
+
     try:
         ctx = get_context()
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
@@ -125,6 +126,9 @@ def init_job(req: func.HttpRequest, initjob: Messages) -> func.HttpResponse:
 @app.route(route="runs/{run_id}", methods=["GET"])
 def run_status(req: func.HttpRequest) -> func.HttpResponse:
     """A run's state, timeline and variables; 404 for an unknown run."""
+    from loadme.api import error_body
+    from loadme.runs import run_status as read_run_status
+
     run_id = req.route_params.get("run_id", "")
     status = read_run_status(get_context(), run_id) if is_run_id(run_id) else None
     if status is None:
@@ -137,6 +141,9 @@ def run_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
 def cancel_run(req: func.HttpRequest, removeinfra: Messages) -> func.HttpResponse:
     """Cancel a run and remove its containers: 202 (also when already cancelled), 404, or 409."""
+    from loadme.api import error_body
+    from loadme.cancel import cancel_run as cancel
+
     run_id = req.route_params.get("run_id", "")
     outcome = cancel(get_context(), run_id) if is_run_id(run_id) else None
     if outcome is None or not outcome.found:
@@ -152,6 +159,8 @@ def cancel_run(req: func.HttpRequest, removeinfra: Messages) -> func.HttpRespons
 @app.route(route="runs", methods=["GET"])
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     """Runs newest first: `state`, `since`, `until` (ISO 8601), `limit`, `cursor` (from `next_cursor`)."""
+    from loadme import reports
+
     return _answer(lambda: (200, reports.list_runs(get_context(), req.params)))
 
 
@@ -159,6 +168,8 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs/{run_id}/logs", methods=["GET"])
 def run_logs(req: func.HttpRequest) -> func.HttpResponse:
     """Each step's archived log, or the live one while it runs (`step`, `tail` lines); 404 if unknown."""
+    from loadme import reports
+
     run_id = req.route_params.get("run_id", "")
     return _answer(lambda: _found(run_id, reports.run_logs(get_context(), run_id, req.params)
                                   if is_run_id(run_id) else None))
@@ -168,6 +179,8 @@ def run_logs(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="stats", methods=["GET"])
 def run_stats(req: func.HttpRequest) -> func.HttpResponse:
     """Runs per day by state, success rate and duration p50/p95 over the last `days` days."""
+    from loadme import reports
+
     return _answer(lambda: (200, reports.run_stats(get_context(), req.params)))
 
 
@@ -175,6 +188,8 @@ def run_stats(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="poison/{queue}", methods=["GET"])
 def poison_list(req: func.HttpRequest) -> func.HttpResponse:
     """The messages in `<queue>-poison`, each with its run, error and age."""
+    from loadme import poison
+
     return _answer(lambda: (200, poison.list_poison(get_context(), req.route_params.get("queue", ""))))
 
 
@@ -182,6 +197,8 @@ def poison_list(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="poison/{queue}/{message_id}/requeue", methods=["POST"])
 def poison_requeue(req: func.HttpRequest) -> func.HttpResponse:
     """Put a poisoned message back on its queue (idempotent); 404 if unknown, 409 if it was dropped."""
+    from loadme import poison
+
     queue, message_id = req.route_params.get("queue", ""), req.route_params.get("message_id", "")
     return _answer(lambda: (200, poison.requeue(get_context(), queue, message_id)))
 
@@ -190,6 +207,8 @@ def poison_requeue(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="poison/{queue}/{message_id}", methods=["DELETE"])
 def poison_drop(req: func.HttpRequest) -> func.HttpResponse:
     """Delete a poisoned message (idempotent); its run ends failed; 404 if unknown, 409 if requeued."""
+    from loadme import poison
+
     queue, message_id = req.route_params.get("queue", ""), req.route_params.get("message_id", "")
     return _answer(lambda: (200, poison.drop(get_context(), queue, message_id)))
 
@@ -198,6 +217,8 @@ def poison_drop(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="status", methods=["GET"])
 def service_status(req: func.HttpRequest) -> func.HttpResponse:
     """Depth and oldest-message age of each poison queue."""
+    from loadme.poison import poison_stats
+
     stats = poison_stats(get_context())
     return _json(200, {"poison_queues": {p.queue: p.as_dict() for p in stats}})
 
@@ -206,6 +227,9 @@ def service_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="dashboard/{*path}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     """The web dashboard's files (anonymous: the page holds no data and asks for the function key)."""
+    from loadme.api import error_body
+    from loadme.static import SECURITY_HEADERS, dashboard_file
+
     found = dashboard_file(req.route_params.get("path") or "")
     if found is None:
         return _json(404, error_body("no such dashboard file"))
@@ -217,6 +241,8 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """The OpenAPI 3 document of this API."""
+    from loadme.openapi import openapi_document
+
     return _json(200, openapi_document(value("VARIABLE_PREFIX")))
 
 
@@ -225,6 +251,10 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
 def dq_init_job(msg: func.QueueMessage, removeinfra: Messages) -> None:
     """Deploy the step's container group (idempotent)."""
+    from loadme.deploy import deploy_step
+    from loadme.envelope import StepMessage
+    from loadme.failures import failures_noted
+
     step: StepMessage = _decode(msg, StepMessage, INITJOB_QUEUE)
     with failures_noted(INITJOB_QUEUE, step, msg.dequeue_count):
         _send(removeinfra, list(deploy_step(get_context(), step)))
@@ -236,6 +266,10 @@ def dq_init_job(msg: func.QueueMessage, removeinfra: Messages) -> None:
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
 def stage2(msg: func.QueueMessage, initjob: Messages, removeinfra: Messages) -> None:
     """Accept a container's result; send the next step or finish, and the removal."""
+    from loadme.envelope import ResultMessage
+    from loadme.failures import failures_noted
+    from loadme.results import accept_result
+
     result: ResultMessage = _decode(msg, ResultMessage, STAGE2_QUEUE)
     with failures_noted(STAGE2_QUEUE, result, msg.dequeue_count):
         follow = accept_result(get_context(), result)
@@ -247,6 +281,10 @@ def stage2(msg: func.QueueMessage, initjob: Messages, removeinfra: Messages) -> 
 @app.queue_trigger(arg_name="msg", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
 def remove_infra(msg: func.QueueMessage) -> None:
     """Archive the step's logs and delete its container group (idempotent)."""
+    from loadme.cleanup import remove_step
+    from loadme.envelope import RemovalMessage
+    from loadme.failures import failures_noted
+
     removal: RemovalMessage = _decode(msg, RemovalMessage, REMOVEINFRA_QUEUE)
     with failures_noted(REMOVEINFRA_QUEUE, removal, msg.dequeue_count):
         remove_step(get_context(), removal)
@@ -261,6 +299,8 @@ def remove_infra(msg: func.QueueMessage) -> None:
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
 def janitor(timer: func.TimerRequest, removeinfra: Messages) -> None:
     """Time out, fail and remove what the normal flow could not finish; report poison queues."""
+    from loadme.janitor import sweep
+
     report = sweep(get_context())
     _send(removeinfra, list(report.removals))
 
@@ -273,6 +313,9 @@ if is_set("SCHEDULED_INIT_SCHEDULE"):
     @app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
     def scheduled_init(timer: func.TimerRequest, initjob: Messages) -> None:
         """Start a run exactly as `init_job` does, with SCHEDULED_INIT_VARIABLES and SCHEDULED_INIT_SECRETS."""
+        from loadme.api import start_request_from_object
+        from loadme.runs import start_run
+
         ctx = get_context()
         request = start_request_from_object(
             {"variables": ctx.settings.scheduled_variables, "secrets": list(ctx.settings.scheduled_secrets)},

@@ -66,8 +66,10 @@ def start_azurite(
     ports: tuple[int, int, int] | None = None,
     log_path: Path | None = None,
     timeout: float = 60.0,
+    access_log: bool = False,
 ) -> Azurite:
-    """Start Azurite: data under `location`, or in memory when None; free ports unless given.
+    """Start Azurite: data under `location`, or in memory when None; free ports unless given. With
+    `access_log` its log gets one line per request it serves (what `make bench` counts).
 
     Free ports are picked, then bound by Azurite a moment later: when something else took one in
     between, Azurite is started again on new ones. Raises AzuriteError with its output when it is
@@ -79,7 +81,7 @@ def start_azurite(
         chosen = ports or (free_port(), free_port(), free_port())
         try:
             return _start(location, chosen, log_path or Path(tempfile.gettempdir()) / f"azurite-{chosen[1]}.log",
-                          timeout)
+                          timeout, access_log)
         except _PortTaken:
             if ports is not None or attempt == PORT_ATTEMPTS:
                 raise AzuriteError(f"Azurite could not bind {chosen}: a port is in use") from None
@@ -90,9 +92,11 @@ class _PortTaken(Exception):
     pass
 
 
-def _start(location: Path | None, ports: tuple[int, int, int], log_path: Path, timeout: float) -> Azurite:
+def _start(location: Path | None, ports: tuple[int, int, int], log_path: Path, timeout: float,
+           access_log: bool) -> Azurite:
     argv = [
-        str(AZURITE_BIN), "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl",
+        str(AZURITE_BIN), *([] if access_log else ["--silent"]), "--skipApiVersionCheck", "--loose",
+        "--disableProductStyleUrl",
         "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
         "--blobPort", str(ports[0]), "--queuePort", str(ports[1]), "--tablePort", str(ports[2]),
     ]

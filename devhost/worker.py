@@ -79,6 +79,11 @@ class WorkerChannel:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
 
+    @property
+    def pid(self) -> int | None:
+        """The worker process's id while it runs (`make bench` reads its CPU time)."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> list[IndexedFunction]:
         """Start the worker and index the app. Raises WorkerRefused with the worker's message."""

@@ -198,7 +198,7 @@ class TableAdmission:
             before = capacity.as_entity()
             result, leave = update(capacity)
             operations: list[Any] = []
-            if entity is None or capacity.as_entity() != before:
+            if capacity.as_entity() != before:  # a read (grants, a step that waits) writes nothing
                 row = {"PartitionKey": PARTITION, "RowKey": CAPACITY_ROW, **capacity.as_entity()}
                 operations.append(("create", row) if entity is None else (
                     "update", row, {"mode": UpdateMode.REPLACE, "etag": entity.metadata["etag"],

@@ -149,12 +149,23 @@ def decode[M: Message](text: str | bytes, expected: type[M]) -> M:
     missing, extra = sorted(required - data.keys()), sorted(data.keys() - fields.keys())
     if missing or extra:
         raise EnvelopeError(f"{kind} message fields: missing {missing}, unexpected {extra}")
-    hints = typing.get_type_hints(expected)
+    hints = _type_hints(expected)
     values = {name: _field_value(name, hints[name], value, fields[name].metadata) for name, value in data.items()}
     message = expected(**values)
     if isinstance(message, StepMessage) and not 1 <= message.step <= len(message.steps):
         raise EnvelopeError(f"step {message.step} is outside the run's {len(message.steps)} steps")
     return message
+
+
+_HINTS: dict[type[Message], dict[str, Any]] = {}
+
+
+def _type_hints(kind: type[Message]) -> dict[str, Any]:
+    """A message kind's field annotations, resolved once: resolving them was most of a decode's time."""
+    hints = _HINTS.get(kind)
+    if hints is None:
+        hints = _HINTS[kind] = typing.get_type_hints(kind)
+    return hints
 
 
 def decode_queue_text[M: Message](text: str, expected: type[M]) -> M:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 
 INITJOB_QUEUE = "initjob"
 STAGE2_QUEUE = "stage2"
@@ -20,6 +19,8 @@ _GROUP_PREFIX = "loadme-"
 
 def new_run_id() -> str:
     """A fresh random run id (32 lowercase hex characters)."""
+    import uuid  # here, not at the top: `function_app.py` imports this module to index the functions
+
     return uuid.uuid4().hex
 
 

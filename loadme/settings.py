@@ -16,12 +16,14 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from loadme.admission import Limits
 from loadme.errors import SettingsError, VariableError
-from loadme.images import ImagePolicy, repository
 from loadme.variables import DEFAULT_PREFIX, VariableFactory
+
+if TYPE_CHECKING:  # imported where settings are built: `function_app.py` imports this module to index
+    from loadme.admission import Limits
+    from loadme.images import ImagePolicy
 
 PREFIX_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MIN_RESULT_KEY_LENGTH = 32
@@ -307,6 +309,8 @@ class Settings:
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
         """Build and validate settings from `env`. Raises SettingsError naming every problem."""
+        from loadme.admission import Limits
+
         problems: list[str] = []
         values: dict[str, Any] = {}
         for setting in SETTINGS:
@@ -360,6 +364,8 @@ class Settings:
 
 def _image_policy(values: dict[str, Any], problems: list[str]) -> ImagePolicy:
     """ALLOWED_IMAGES, or its default for the executor; DEFAULT_IMAGE must be one of them."""
+    from loadme.images import ImagePolicy, repository
+
     entries = values["allowed_images"]
     if entries is None:
         if values["executor"] == "aci":

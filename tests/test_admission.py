@@ -93,3 +93,13 @@ def test_concurrent_instances_never_grant_more_than_the_limit(tables: Any) -> No
 def test_a_step_bigger_than_the_whole_capacity_is_an_error(tables: Any) -> None:
     with pytest.raises(ValueError, match="can never fit"):
         _admission(tables, Clock(NOW)).admit("g", order_key(NOW, "a" * 32, 1), 5.0)
+
+
+def test_reading_the_capacity_writes_nothing(tables: Any) -> None:
+    """A janitor tick reads the grants: on a fresh table that must not create the capacity row (a tick
+    costs the same number of requests whatever came before)."""
+    admission = _admission(tables, Clock(NOW))
+    assert admission.grants() == {}
+    assert list(tables.list_entities()) == []
+    assert admission.admit("g", order_key(NOW, "a" * 32, 1), 1.0).admitted
+    assert [row["RowKey"] for row in tables.list_entities()] == ["capacity"]

@@ -4,10 +4,7 @@ stats, logs, retention, poison queues (list, requeue, drop), and a janitor tick'
 from __future__ import annotations
 
 import json
-import threading
-from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,9 +14,8 @@ from loadme.context import Context, set_context
 from loadme.envelope import StepMessage, decode
 from loadme.journal import EventType, RunState
 from loadme.names import INITJOB_QUEUE, REMOVEINFRA_QUEUE, TRIGGER_QUEUES, log_blob_name, poison_queue
-from loadme.run_index import day_partition
 from loadme.settings import Settings
-from loadme.storage import StorageClients
+from tests.janitor_cost import requests_of_a_tick
 from tests.support import (
     Clock,
     Out,
@@ -236,70 +232,10 @@ def test_drop_deletes_the_message_and_fails_its_open_run(ctx: Context) -> None:
 
 
 # ---- a janitor tick costs the same whatever the history ------------------------------------------
-def _past_runs(ctx: Context, count: int, day: datetime) -> None:
-    """`count` finished runs in the journal: each its own partition with its deciding row (`000-terminal`),
-    and its row in the day's index. The run rows go as plain REST calls with one table SAS: the SDK's own
-    per-request work would make 10,000 inserts take minutes on two cores."""
-    import requests
-    from azure.core.credentials import AzureNamedKeyCredential
-    from azure.data.tables import AccountSasPermissions, ResourceTypes, generate_account_sas
-
-    from loadme.storage import DEV_ACCOUNT, DEV_KEY
-
-    table = ctx.storage.table
-    sas = generate_account_sas(AzureNamedKeyCredential(DEV_ACCOUNT, DEV_KEY), resource_types=ResourceTypes(object=True),
-                               permission=AccountSasPermissions(add=True, write=True),
-                               expiry=datetime.now(UTC) + timedelta(hours=1))
-    url = f"{table.url}/{table.table_name}?{sas}"
-    headers = {"Content-Type": "application/json", "Accept": "application/json;odata=nometadata",
-               "Prefer": "return-no-content", "x-ms-version": "2019-02-02", "DataServiceVersion": "3.0"}
-    local = threading.local()
-
-    def one(index: int) -> None:
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
-        stamp = (day + timedelta(seconds=index)).isoformat()
-        row = {"PartitionKey": f"{index:032x}", "RowKey": "000-terminal", "event": "terminal", "step": 0,
-               "at": stamp, "state": "succeeded", "reason": ""}
-        response = session.post(url, data=json.dumps(row), headers=headers, timeout=30)
-        assert response.status_code == 204, response.text
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(one, range(count)))
-    rows = [{"PartitionKey": day_partition(day.date()), "RowKey": f"{9_000_000_000_000 - i:013d}-{i:032x}",
-             "run_id": f"{i:032x}", "state": "succeeded"} for i in range(count)]
-    for start in range(0, count, 100):
-        table.submit_transaction([("create", row) for row in rows[start:start + 100]])
-
-
-def _requests_of_a_tick(settings_env: dict[str, str], past: int) -> Counter[str]:
-    seen: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    settings = Settings.from_mapping(settings_env)
-
-    def count(request: Any) -> None:
-        target = request.http_request.url.split("?")[0].rsplit("/", 1)[-1].replace(settings.journal_table, "journal")
-        with lock:
-            seen[f"{request.http_request.method} {target}"] += 1
-
-    ctx = Context(settings, clock=lambda: START + timedelta(days=1))
-    ctx.storage.ensure_resources([*TRIGGER_QUEUES, *(poison_queue(q) for q in TRIGGER_QUEUES)])
-    _past_runs(ctx, past, START)
-    ctx.journal.index.set_oldest_day(START.date())
-    counted = Context(settings, clock=ctx.clock, storage=StorageClients(settings, raw_request_hook=count))
-    set_context(counted)
-    try:
-        user_function("janitor")(None, removeinfra=Out())
-    finally:
-        set_context(None)
-    return seen
-
-
 def test_a_janitor_tick_costs_the_same_with_100_or_10000_past_runs(azurite: Any, tmp_path: Any) -> None:
     from tests.support import app_settings
 
-    few = _requests_of_a_tick(app_settings(azurite.connection_string, tmp_path / "a"), 100)
-    many = _requests_of_a_tick(app_settings(azurite.connection_string, tmp_path / "b"), 10_000)
+    few = requests_of_a_tick(app_settings(azurite.connection_string, tmp_path / "a"), 100)
+    many = requests_of_a_tick(app_settings(azurite.connection_string, tmp_path / "b"), 10_000)
     assert few == many, (few, many)
     assert sum(few.values()) <= 30  # active steps, capacity and waiting line, poison queues, retention

@@ -8,6 +8,8 @@ this is the check that the app would run at all. The deliberately wrong app prov
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -68,3 +70,17 @@ def test_every_queue_output_takes_a_list_so_the_host_sends_each_text_exactly() -
                 assert param.pytype == typing.List[str], (function.get_function_name(), name)  # noqa: UP006
                 checked += 1
     assert checked >= 6
+
+
+def test_indexing_imports_only_what_the_decorators_need() -> None:
+    """Cold start: the worker imports function_app.py to index it; each function imports its handlers
+    when it first runs, so indexing loads no Azure SDK beyond azure.functions and only the light part of
+    loadme (`make bench` times it against bare azure.functions)."""
+    code = "import sys, function_app; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert sorted(m for m in loaded if m.startswith("loadme")) == [
+        "loadme", "loadme.context", "loadme.contract", "loadme.errors", "loadme.names", "loadme.settings",
+        "loadme.variables"]
+    sdks = ("azure.core", "azure.storage", "azure.data", "azure.identity", "azure.mgmt", "requests")
+    assert [m for m in loaded if m.startswith(sdks)] == []
