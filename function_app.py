@@ -22,6 +22,7 @@ import azure.functions as func
 
 from loadme.context import configure_logging, get_context
 from loadme.errors import EnvelopeError, RequestError, SettingsError
+from loadme.loading import load_all
 from loadme.names import (
     INITJOB_QUEUE,
     REMOVEINFRA_QUEUE,
@@ -104,6 +105,7 @@ def _send(out: Messages, messages: list[Message]) -> None:
 @app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
 def init_job(req: func.HttpRequest, initjob: Messages) -> func.HttpResponse:
     """Start a run: 202 with its id and status URL, or a 4xx JSON error naming the problem."""
+    load_all()
     from loadme.api import check_idempotency_key, error_body, parse_start_request
     from loadme.runs import start_run
 
@@ -126,6 +128,7 @@ def init_job(req: func.HttpRequest, initjob: Messages) -> func.HttpResponse:
 @app.route(route="runs/{run_id}", methods=["GET"])
 def run_status(req: func.HttpRequest) -> func.HttpResponse:
     """A run's state, timeline and variables; 404 for an unknown run."""
+    load_all()
     from loadme.api import error_body
     from loadme.runs import run_status as read_run_status
 
@@ -141,6 +144,7 @@ def run_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
 def cancel_run(req: func.HttpRequest, removeinfra: Messages) -> func.HttpResponse:
     """Cancel a run and remove its containers: 202 (also when already cancelled), 404, or 409."""
+    load_all()
     from loadme.api import error_body
     from loadme.cancel import cancel_run as cancel
 
@@ -159,6 +163,7 @@ def cancel_run(req: func.HttpRequest, removeinfra: Messages) -> func.HttpRespons
 @app.route(route="runs", methods=["GET"])
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     """Runs newest first: `state`, `since`, `until` (ISO 8601), `limit`, `cursor` (from `next_cursor`)."""
+    load_all()
     from loadme import reports
 
     return _answer(lambda: (200, reports.list_runs(get_context(), req.params)))
@@ -168,6 +173,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs/{run_id}/logs", methods=["GET"])
 def run_logs(req: func.HttpRequest) -> func.HttpResponse:
     """Each step's archived log, or the live one while it runs (`step`, `tail` lines); 404 if unknown."""
+    load_all()
     from loadme import reports
 
     run_id = req.route_params.get("run_id", "")
@@ -179,6 +185,7 @@ def run_logs(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="stats", methods=["GET"])
 def run_stats(req: func.HttpRequest) -> func.HttpResponse:
     """Runs per day by state, success rate and duration p50/p95 over the last `days` days."""
+    load_all()
     from loadme import reports
 
     return _answer(lambda: (200, reports.run_stats(get_context(), req.params)))
@@ -188,6 +195,7 @@ def run_stats(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="poison/{queue}", methods=["GET"])
 def poison_list(req: func.HttpRequest) -> func.HttpResponse:
     """The messages in `<queue>-poison`, each with its run, error and age."""
+    load_all()
     from loadme import poison
 
     return _answer(lambda: (200, poison.list_poison(get_context(), req.route_params.get("queue", ""))))
@@ -197,6 +205,7 @@ def poison_list(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="poison/{queue}/{message_id}/requeue", methods=["POST"])
 def poison_requeue(req: func.HttpRequest) -> func.HttpResponse:
     """Put a poisoned message back on its queue (idempotent); 404 if unknown, 409 if it was dropped."""
+    load_all()
     from loadme import poison
 
     queue, message_id = req.route_params.get("queue", ""), req.route_params.get("message_id", "")
@@ -207,6 +216,7 @@ def poison_requeue(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="poison/{queue}/{message_id}", methods=["DELETE"])
 def poison_drop(req: func.HttpRequest) -> func.HttpResponse:
     """Delete a poisoned message (idempotent); its run ends failed; 404 if unknown, 409 if requeued."""
+    load_all()
     from loadme import poison
 
     queue, message_id = req.route_params.get("queue", ""), req.route_params.get("message_id", "")
@@ -217,6 +227,7 @@ def poison_drop(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="status", methods=["GET"])
 def service_status(req: func.HttpRequest) -> func.HttpResponse:
     """Depth and oldest-message age of each poison queue."""
+    load_all()
     from loadme.poison import poison_stats
 
     stats = poison_stats(get_context())
@@ -227,6 +238,7 @@ def service_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="dashboard/{*path}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     """The web dashboard's files (anonymous: the page holds no data and asks for the function key)."""
+    load_all()
     from loadme.api import error_body
     from loadme.static import SECURITY_HEADERS, dashboard_file
 
@@ -241,6 +253,7 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """The OpenAPI 3 document of this API."""
+    load_all()
     from loadme.openapi import openapi_document
 
     return _json(200, openapi_document(value("VARIABLE_PREFIX")))
@@ -251,6 +264,7 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
 def dq_init_job(msg: func.QueueMessage, removeinfra: Messages) -> None:
     """Deploy the step's container group (idempotent)."""
+    load_all()
     from loadme.deploy import deploy_step
     from loadme.envelope import StepMessage
     from loadme.failures import failures_noted
@@ -266,6 +280,7 @@ def dq_init_job(msg: func.QueueMessage, removeinfra: Messages) -> None:
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
 def stage2(msg: func.QueueMessage, initjob: Messages, removeinfra: Messages) -> None:
     """Accept a container's result; send the next step or finish, and the removal."""
+    load_all()
     from loadme.envelope import ResultMessage
     from loadme.failures import failures_noted
     from loadme.results import accept_result
@@ -281,6 +296,7 @@ def stage2(msg: func.QueueMessage, initjob: Messages, removeinfra: Messages) -> 
 @app.queue_trigger(arg_name="msg", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
 def remove_infra(msg: func.QueueMessage) -> None:
     """Archive the step's logs and delete its container group (idempotent)."""
+    load_all()
     from loadme.cleanup import remove_step
     from loadme.envelope import RemovalMessage
     from loadme.failures import failures_noted
@@ -299,6 +315,7 @@ def remove_infra(msg: func.QueueMessage) -> None:
 @app.queue_output(arg_name="removeinfra", queue_name=REMOVEINFRA_QUEUE, connection=CONNECTION)
 def janitor(timer: func.TimerRequest, removeinfra: Messages) -> None:
     """Time out, fail and remove what the normal flow could not finish; report poison queues."""
+    load_all()
     from loadme.janitor import sweep
 
     report = sweep(get_context())
@@ -313,6 +330,7 @@ if is_set("SCHEDULED_INIT_SCHEDULE"):
     @app.queue_output(arg_name="initjob", queue_name=INITJOB_QUEUE, connection=CONNECTION)
     def scheduled_init(timer: func.TimerRequest, initjob: Messages) -> None:
         """Start a run exactly as `init_job` does, with SCHEDULED_INIT_VARIABLES and SCHEDULED_INIT_SECRETS."""
+        load_all()
         from loadme.api import start_request_from_object
         from loadme.runs import start_run
 

@@ -7,6 +7,8 @@ this is the check that the app would run at all. The deliberately wrong app prov
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import subprocess
 import sys
@@ -80,7 +82,51 @@ def test_indexing_imports_only_what_the_decorators_need() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
                             check=True).stdout.split()
     assert sorted(m for m in loaded if m.startswith("loadme")) == [
-        "loadme", "loadme.context", "loadme.contract", "loadme.errors", "loadme.names", "loadme.settings",
+        "loadme", "loadme.context", "loadme.contract", "loadme.errors", "loadme.loading", "loadme.names",
+        "loadme.settings",
         "loadme.variables"]
     sdks = ("azure.core", "azure.storage", "azure.data", "azure.identity", "azure.mgmt", "requests")
     assert [m for m in loaded if m.startswith(sdks)] == []
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its parent is not a package: `name` is an attribute
+        return False
+
+
+def _lazy_imports(path: Path) -> set[str]:
+    """The modules imported inside functions in `path` (`from a import b` counts a.b when b is a module)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Import):
+                found.update(alias.name for alias in inner.names)
+            elif isinstance(inner, ast.ImportFrom) and inner.module and inner.level == 0:
+                found.add(inner.module)
+                found.update(f"{inner.module}.{alias.name}" for alias in inner.names
+                             if _is_module(f"{inner.module}.{alias.name}"))
+    return found
+
+
+def test_the_first_call_of_any_function_imports_everything_under_one_lock() -> None:
+    """The worker runs functions on a thread pool; two first calls importing azure.core at once can get a
+    half-initialized module (seen under load). So each function first calls `load_all()`, which imports,
+    under one lock, every module imported lazily anywhere in the app."""
+    functions = [node for node in ast.walk(ast.parse((REPO_ROOT / "function_app.py").read_text()))
+                 if isinstance(node, ast.FunctionDef) and any(
+                     isinstance(d, ast.Call) and ast.unparse(d.func).startswith("app.") for d in node.decorator_list)]
+    assert len(functions) >= 16
+    for function in functions:
+        first = function.body[1] if ast.get_docstring(function) else function.body[0]
+        assert ast.unparse(first) == "load_all()", f"{function.name} does not call load_all() first"
+
+    sources = [REPO_ROOT / "function_app.py", *(REPO_ROOT / "loadme").rglob("*.py")]
+    lazy = set().union(*(_lazy_imports(path) for path in sources))
+    code = "import sys, function_app; from loadme.loading import load_all; load_all(); print(' '.join(sys.modules))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert sorted(lazy - loaded) == []
