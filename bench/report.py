@@ -43,10 +43,12 @@ def figures(m: Measurements) -> list[Figure]:
     cold, through, over, scale, janitor = m.cold_start, m.throughput, m.overhead, m.scale, m.janitor
     quota = scale.quota
     arm = ", ".join(f"{method} {count:,}" for method, count in sorted(scale.arm_requests.items()))
+    low, high = cold.paired_ratio_quartiles
     return [
         Figure("cold start", "import `function_app` ÷ import bare `azure.functions`", cold.app_median,
                cold.bare_median, Goal(Direction.AT_MOST, 1.15),
-               f"{_ms(cold.app_median)} ÷ {_ms(cold.bare_median)} (medians of {SAMPLES} fresh processes each)"),
+               f"{_ms(cold.app_median)} ÷ {_ms(cold.bare_median)} of CPU (medians of {SAMPLES} fresh processes "
+               f"each; paired ratios' middle half {low:.2f}-{high:.2f}; wall clock {cold.wall_ratio:.2f})"),
         Figure("local throughput", "runs per second ÷ storage floor in runs per second", through.runs_per_second,
                through.floor_runs_per_second, Goal(Direction.AT_LEAST, 0.5),
                f"{through.runs_per_second:.2f} ÷ {through.floor_runs_per_second:.2f} runs/s "
@@ -100,15 +102,19 @@ def explanations(m: Measurements, rows: list[Figure]) -> list[str]:
         "a cold start. Each import runs in a fresh interpreter and is timed inside it (the interpreter's own "
         "start-up, the same for both, is left out), from cached bytecode as installed packages are; app and "
         f"bare `azure.functions` alternate, {SAMPLES} of each, and the figure is the ratio of the medians. "
-        f"{_outcome(row['cold start'])}",
+        "The time is the import's CPU time: on two shared cores under other load a process spends much of an "
+        "import waiting for a core, and that wait, not the import, is what varies most between samples. "
+        f"{_outcome(row['cold start'])} The table also gives the middle half of the ratios taken pair by pair, "
+        "and the same ratio in wall-clock time, which moves by up to a tenth from run to run here.",
         "",
         f"Before, `function_app.py` imported every handler at its top: importing the app with all "
         f"{len(handler_modules())} handler modules its functions now import when they first run took "
-        f"{_ms(cold.app_with_handlers_median)} in this run, {cold.app_with_handlers_median / cold.bare_median:.2f}x "
-        "bare `azure.functions`. Now indexing loads 7 light `loadme` modules (context, settings, names, errors and "
-        "what settings needs) and no Azure SDK beyond `azure.functions` (`tests/test_worker_conformance.py` "
-        "keeps it so); a function's first call imports the rest it uses. What remains is the decorators' own "
-        "work and the settings table the trigger parameters come from."
+        f"{_ms(cold.app_with_handlers_median)} of CPU in this run, "
+        f"{cold.app_with_handlers_median / cold.bare_median:.2f}x bare `azure.functions`. Now indexing loads "
+        "7 light `loadme` modules (context, settings, names, errors and what settings needs) and no Azure SDK "
+        "beyond `azure.functions` (`tests/test_worker_conformance.py` keeps it so); a function's first call "
+        "imports the rest it uses. What remains is the decorators' own work and the settings table the "
+        "trigger parameters come from."
         + ("" if row["cold start"].met else " To see what grew: `.venv/bin/python -X importtime -c 'import "
            "function_app'`."),
         "",
