@@ -104,8 +104,8 @@ def explanations(m: Measurements, rows: list[Figure]) -> list[str]:
         f"bare `azure.functions` alternate, {SAMPLES} of each, and the figure is the ratio of the medians. "
         "The time is the import's CPU time: on two shared cores under other load a process spends much of an "
         "import waiting for a core, and that wait, not the import, is what varies most between samples. "
-        f"{_outcome(row['cold start'])} The table also gives the middle half of the ratios taken pair by pair "
-        "and the same ratio in wall-clock time; both move by a few hundredths from run to run.",
+        f"{_outcome(row['cold start'])} The table also gives the middle half of the ratios taken pair by pair, "
+        "and the same ratio in wall-clock time, which moves by up to a tenth from run to run here.",
         "",
         f"Before, `function_app.py` imported every handler at its top: importing the app with all "
         f"{len(handler_modules())} handler modules its functions now import when they first run took "
