@@ -111,10 +111,11 @@ def explanations(m: Measurements, rows: list[Figure]) -> list[str]:
         f"{len(handler_modules())} handler modules its functions now import when they first run took "
         f"{_ms(cold.app_with_handlers_median)} of CPU in this run, "
         f"{cold.app_with_handlers_median / cold.bare_median:.2f}x bare `azure.functions`. Now indexing loads "
-        "7 light `loadme` modules (context, settings, names, errors and what settings needs) and no Azure SDK "
-        "beyond `azure.functions` (`tests/test_worker_conformance.py` keeps it so); a function's first call "
-        "imports the rest it uses. What remains is the decorators' own work and the settings table the "
-        "trigger parameters come from."
+        "8 light `loadme` modules (context, settings, names, errors, loading and what settings needs) and no "
+        "Azure SDK beyond `azure.functions` (`tests/test_worker_conformance.py` keeps it so); the first call of "
+        "any function imports the rest, once, under one lock (`loadme/loading.py`: concurrent first imports of "
+        "azure.core can meet a half-initialized module). What remains is the decorators' own work and the "
+        "settings table the trigger parameters come from."
         + ("" if row["cold start"].met else " To see what grew: `.venv/bin/python -X importtime -c 'import "
            "function_app'`."),
         "",
