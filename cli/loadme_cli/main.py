@@ -442,11 +442,7 @@ def poison_list(ctx: click.Context, queue: str | None = None, as_json: bool = Fa
 @click.pass_context
 def poison_requeue(ctx: click.Context, queue: str, message_id: str, as_json: bool) -> None:
     """Put a message back on its queue; reopens the run its poisoning had ended."""
-    outcome = _api(ctx).call("POST", "poison", queue, message_id, "requeue")
-    if as_json:
-        _print_json(outcome)
-    else:
-        click.echo(render.poison_action_line(outcome))
+    _print_poison_action(_api(ctx).call("POST", "poison", queue, message_id, "requeue"), as_json)
 
 
 @poison.command("drop")
@@ -456,7 +452,10 @@ def poison_requeue(ctx: click.Context, queue: str, message_id: str, as_json: boo
 @click.pass_context
 def poison_drop(ctx: click.Context, queue: str, message_id: str, as_json: bool) -> None:
     """Delete a message; its run, if still open, ends failed."""
-    outcome = _api(ctx).call("DELETE", "poison", queue, message_id)
+    _print_poison_action(_api(ctx).call("DELETE", "poison", queue, message_id), as_json)
+
+
+def _print_poison_action(outcome: Any, as_json: bool) -> None:
     if as_json:
         _print_json(outcome)
     else:
