@@ -13,8 +13,9 @@ from loadme.context import Context
 from loadme.envelope import RemovalMessage, StepMessage, StepPlan, parse_time
 from loadme.errors import DeployRejected, QuotaExceeded
 from loadme.executors import ContainerSpec
-from loadme.journal import EventType, RunState
+from loadme.journal import Event, EventType, RunState
 from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name, log_blob_name
+from loadme.run_index import ActiveStep
 from loadme.tokens import result_token
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def _secrets_of(plan: StepPlan, known: dict[str, str]) -> dict[str, str]:
     return {name: known[name] for name in plan.secrets}
 
 
-def _wait(ctx: Context, msg: StepMessage, reason: str, delay: float, ahead: int = 0) -> list[RemovalMessage]:
+def wait_for_capacity(ctx: Context, msg: StepMessage, reason: str, delay: float, ahead: int = 0) -> None:
     """The step waits for capacity: its run shows `queued` with the reason, and its message comes back
     after `delay` as a new message (no dequeue attempt is spent toward poison).
 
@@ -81,7 +82,35 @@ def _wait(ctx: Context, msg: StepMessage, reason: str, delay: float, ahead: int 
     ctx.journal.note(msg.run_id, msg.step, EventType.WAITING, reason=reason, ahead=ahead, deadline=waited.deadline)
     ctx.storage.queue(INITJOB_QUEUE).send_message(waited.to_json(), visibility_timeout=seconds)
     logger.info("%s; looking again in %d s", reason, seconds, extra={"run_id": msg.run_id, "step": msg.step})
-    return []
+
+
+def redeploy_later(ctx: Context, active: ActiveStep, reason: str) -> bool:
+    """A deployment ARM accepted failed for want of quota before any container ran: the step goes
+    back in line and is deployed again from its message, rebuilt from the journal. Returns False
+    when nothing shows the step was deployed (it was sent back already).
+
+    The message is sent first and the step's start forgotten after, so a janitor that dies half-way
+    does it all again on its next tick and the step is never lost; a copy sent twice is deployed
+    once (deploy_step's checks).
+    """
+    journal = ctx.journal
+    deploying = journal.get(active.run_id, active.step, EventType.DEPLOYING)
+    if deploying is not None:
+        msg = step_message(deploying)
+        wait_for_capacity(ctx, msg, f"waiting for capacity: the deployment failed ({reason})",
+                          QUOTA_REFUSED_WAIT_SECONDS)
+        journal.retract_start(active.run_id, active.step)
+        ctx.admission.give_back(active.container_group, admission_order(msg))
+    journal.index.deactivate(active.run_id, active.step, deadline=active.deadline)
+    return deploying is not None
+
+
+def step_message(deploying: Event) -> StepMessage:
+    """The message that deployed a step, from its `deploying` event."""
+    d = deploying.details
+    return StepMessage(run_id=deploying.run_id, step=deploying.step, attempt=1, created_at=d["created_at"],
+                       deadline=d["deadline"], trigger=d["trigger"], variables=d["variables"],
+                       steps=tuple(StepPlan.from_dict(s) for s in d["steps"]))
 
 
 def _deferred(ctx: Context, msg: StepMessage, seconds: int) -> StepMessage:
@@ -142,7 +171,8 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
         return []
     decision = ctx.admission.admit(spec.name, order, ctx.settings.container_cpu)
     if not decision.admitted:
-        return _wait(ctx, msg, decision.reason, decision.retry_after, decision.ahead)
+        wait_for_capacity(ctx, msg, decision.reason, decision.retry_after, decision.ahead)
+        return []
     journal.index.activate(msg.run_id, msg.step, msg.deadline, spec.name)
     if journal.record(
         msg.run_id, msg.step, EventType.DEPLOYING, container_group=spec.name, variables=msg.variables,
@@ -161,7 +191,9 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
     except QuotaExceeded as exc:  # ACI refused although admission let it through (other users of the quota?)
         ctx.admission.give_back(spec.name, order)
         journal.index.deactivate(msg.run_id, msg.step)
-        return _wait(ctx, msg, f"waiting for capacity: ACI refused the create ({exc})", QUOTA_REFUSED_WAIT_SECONDS)
+        wait_for_capacity(ctx, msg, f"waiting for capacity: ACI refused the create ({exc})",
+                          QUOTA_REFUSED_WAIT_SECONDS)
+        return []
     except DeployRejected as exc:
         journal.finish(msg.run_id, RunState.FAILED, f"deployment rejected: {exc}", step=msg.step)
         logger.error("deployment rejected: %s", exc, extra=log)

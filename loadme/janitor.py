@@ -10,6 +10,8 @@ same with a hundred or a million past runs. Using the journal it decides:
   with the exit code, the group removed (the removal archives its log);
 - a group of a finished run that is still there (its removal kept failing): removed again;
 - a group with no journal at all, past its deadline: removed (an orphan);
+- a step whose deployment ARM accepted and then failed: for want of quota it waits in line again,
+  otherwise the run `failed` with ARM's error;
 - an active step past its deadline whose group never appeared: the run `timed_out`;
 - a message in a `-poison` queue: its run `failed` with the reason (the first outcome wins);
 - runs older than RUN_RETENTION_DAYS: their journal rows, index rows and logs deleted.
@@ -25,6 +27,7 @@ from datetime import datetime, timedelta
 
 from loadme import telemetry
 from loadme.context import Context
+from loadme.deploy import redeploy_later
 from loadme.envelope import RemovalMessage, parse_time
 from loadme.executors import OwnedGroup
 from loadme.journal import Event, EventType, Journal, RunState
@@ -120,15 +123,32 @@ def _check_group(ctx: Context, group: OwnedGroup, now: datetime, report: Janitor
 
 
 def _check_groupless_steps(ctx: Context, now: datetime, owned: set[str], report: JanitorReport) -> None:
-    """Active steps past their deadline whose group never appeared (e.g. a deployment that failed
-    after ARM accepted it): the owned-group pass cannot see them; the index's active steps can."""
+    """Active steps whose group is not there: the owned-group pass cannot see them; the index's
+    active steps can. A deployment ARM accepted and then failed: for want of quota the step waits
+    in line again, for any other reason the run fails with ARM's error. A group that never appeared
+    by the deadline: the run times out."""
     journal = ctx.journal
     for active in journal.index.active():
-        if active.container_group in owned or now <= parse_time(active.deadline):
+        if active.container_group in owned:
+            continue
+        failure = ctx.executor.failed_deployment(active.container_group)
+        if failure is None and now <= parse_time(active.deadline):
             continue
         log = {"run_id": active.run_id, "step": active.step}
         if journal.get(active.run_id, active.step, EventType.REMOVED) is not None:
             journal.index.deactivate(active.run_id, active.step)  # a removal that ended before its row went
+            continue
+        if failure is not None and failure.quota and journal.terminal(active.run_id) is None:
+            if redeploy_later(ctx, active, failure.reason):
+                logger.warning("janitor: the deployment failed for want of quota; the step waits again (%s)",
+                               failure.reason, extra=log)
+            continue
+        if failure is not None:
+            if journal.finish(active.run_id, RunState.FAILED,
+                              f"step {active.step} deployment failed: {failure.reason}", step=active.step):
+                report.failed.append(active.run_id)
+                logger.error("janitor: the deployment failed: %s", failure.reason, extra=log)
+            report.removals.append(RemovalMessage(active.run_id, active.step, "deploy_failed"))
             continue
         if ctx.executor.state(active.container_group).state != "missing":
             continue  # it appeared since the list: the next tick sees it as an owned group

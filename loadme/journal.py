@@ -138,6 +138,17 @@ class Journal:
         entity.update({k: v for k, v in details.items() if v is not None})
         self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
+    def retract_start(self, run_id: str, step: int) -> None:
+        """Forget that the step was deployed and started: its deployment failed before any container
+        ran (a quota, loadme.deploy.redeploy_later), so the step is deployed again from the line."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        for event in (EventType.STARTED, EventType.DEPLOYING):
+            try:
+                self._table.delete_entity(run_id, row_key(step, event))
+            except ResourceNotFoundError:
+                continue
+
     def note_failure(self, run_id: str, step: int, queue: str, error: str, delivery: int | None) -> None:
         """Record why a delivery of one of the step's messages failed (what the poison list shows)."""
         self.note(run_id, step, EventType.ATTEMPT_FAILED, queue, queue=queue, error=error, delivery=delivery)

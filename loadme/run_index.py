@@ -269,13 +269,22 @@ class RunIndex:
                                    "step": step, "deadline": deadline, "container_group": container_group},
                                   mode=UpdateMode.REPLACE)
 
-    def deactivate(self, run_id: str, step: int) -> None:
-        """The step's group is removed: nothing left to watch."""
-        from azure.core.exceptions import ResourceNotFoundError
+    def deactivate(self, run_id: str, step: int, deadline: str | None = None) -> None:
+        """The step's group is removed: nothing left to watch. With `deadline`, only while the row
+        still has it: a newer activation of the step (a later deadline) stays."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
+        key = f"{run_id}-{step:03d}"
         try:
-            self._table.delete_entity(ACTIVE, f"{run_id}-{step:03d}")
-        except ResourceNotFoundError:
+            if deadline is None:
+                self._table.delete_entity(ACTIVE, key)
+                return
+            row = self._table.get_entity(ACTIVE, key)
+            if row.get("deadline") == deadline:
+                self._table.delete_entity(ACTIVE, key, etag=row.metadata["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
             return
 
     def active(self) -> list[ActiveStep]:

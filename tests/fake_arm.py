@@ -7,9 +7,9 @@ and sends real HTTP requests and parses real responses; nothing reaches the netw
 - `FakeArm`: answers from a script of replies, in order of match, and fails loudly on a request it
   did not expect (exact request sequences).
 - `FakeAci`: a small stateful ACI: groups created by PUT (direct or through a template-spec
-  deployment), a container that runs for a while and ends, an instance view that lags behind the
-  container by `instance_view_lag` seconds (as ACI's does), logs, delete, list, quotas. Time is an
-  injected clock.
+  deployment, whose state a GET reads), a container that runs for a while and ends, an instance
+  view that lags behind the container by `instance_view_lag` seconds (as ACI's does), logs, delete,
+  list, quotas, a deployment ARM fails after accepting it. Time is an injected clock.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
+
+from loadme.names import deployment_name
 
 SUB = "00000000-0000-0000-0000-000000000000"
 RG = "loadme-runs"
@@ -194,6 +196,19 @@ class FakeAci(_FakeEndpoint):
         self.lag = timedelta(seconds=instance_view_lag)
         self.max_groups = max_groups
         self.groups: dict[str, SimulatedGroup] = {}
+        self.deployments: dict[str, dict[str, Any]] = {}  # deployment name -> its properties
+
+    def fail_deployment(self, group: str, code: str, message: str) -> None:
+        """ARM fails the template-spec deployment of `group` after accepting it: the group is gone (or
+        never appeared) and the deployment's error names the cause under ARM's own `DeploymentFailed`,
+        as a deployment operation's failure reads (learn.microsoft.com/azure/azure-resource-manager/
+        troubleshooting/find-error-code)."""
+        self.groups.pop(group, None)
+        self.deployments[deployment_name(group)] = {"provisioningState": "Failed", "error": {
+            "code": "DeploymentFailed",
+            "message": "At least one resource deployment operation failed. Please list deployment operations "
+                       "for details.",
+            "details": [{"code": code, "message": message}]}}
 
     def finish(self, name: str, exit_code: int, log: str = "") -> None:
         """The group's container ends now (its instance view will say so `lag` later)."""
@@ -203,7 +218,11 @@ class FakeAci(_FakeEndpoint):
     def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
         if (match := self._DEPLOYMENT.fullmatch(path)) and method == "PUT":
             parameters = {k: v["value"] for k, v in body["properties"]["parameters"].items()}
-            return self._create(parameters["containerGroupName"], parameters["tags"])
+            return self._deploy(match["name"], self._create(parameters["containerGroupName"], parameters["tags"]))
+        if match and method == "GET":
+            if match["name"] not in self.deployments:
+                return 404, error("DeploymentNotFound", f"deployment {match['name']} not found"), {}
+            return 200, {"id": path, "name": match["name"], "properties": self.deployments[match["name"]]}, {}
         if (match := self._GROUP.fullmatch(path)) is not None:
             name, group = match["name"], self.groups.get(match["name"])
             if method == "PUT":
@@ -220,6 +239,12 @@ class FakeAci(_FakeEndpoint):
         if self._LIST.fullmatch(path) and method == "GET":
             return 200, {"value": [self._view(g) for g in self.groups.values()]}, {}
         raise AssertionError(f"FakeAci does not handle {method} {path}")
+
+    def _deploy(self, name: str, created: tuple[int, Any, dict[str, str]]) -> tuple[int, Any, dict[str, str]]:
+        """A deployment's PUT answered like the create it makes; an accepted one has succeeded."""
+        if created[0] < 300:
+            self.deployments[name] = {"provisioningState": "Succeeded"}
+        return created
 
     def _create(self, name: str, tags: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         if name not in self.groups and len(self.groups) >= self.max_groups:

@@ -30,9 +30,9 @@ from devhost.azurite import free_port
 from devhost.http_front import IncomingRequest
 from loadme.container_env import RunnerControls, container_environment
 from loadme.context import Context
-from loadme.envelope import ResultMessage, StepMessage, StepPlan
+from loadme.envelope import ResultMessage, StepMessage, StepPlan, decode
 from loadme.executors.base import ContainerSpec
-from loadme.names import STAGE2_QUEUE, TRIGGER_QUEUES, container_group_name, new_run_id, poison_queue
+from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, TRIGGER_QUEUES, container_group_name, new_run_id, poison_queue
 from loadme.settings import AciSettings, Settings
 from loadme.tokens import result_token
 
@@ -224,6 +224,21 @@ def receive_result(ctx: Context, run_id: str) -> str:
         return None
 
     return str(wait_until(take, 60, f"the runner's result for {run_id} on stage2"))
+
+
+def next_initjob(ctx: Context, run_id: str) -> StepMessage:
+    """The run's step message once it is visible again on the real initjob queue (it waited
+    invisible for capacity); taken off the queue."""
+    queue = ctx.storage.queue(INITJOB_QUEUE)
+
+    def take() -> StepMessage | None:
+        for message in queue.receive_messages(max_messages=32, visibility_timeout=5):
+            if run_id in str(message.content):
+                queue.delete_message(message)
+                return decode(str(message.content), StepMessage)
+        return None
+
+    return wait_until(take, 90, f"the waiting step of {run_id} back on initjob")  # type: ignore[no-any-return]
 
 
 # ---- the app's functions, called as the worker calls them ----------------------------------------

@@ -12,6 +12,7 @@ from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
 from loadme.errors import DeployRejected, QuotaExceeded, TransientError
+from loadme.executors import DeploymentFailure
 from loadme.executors.aci import SDK_RETRIES, AciExecutor
 from loadme.executors.aci_parameters import group_body, template_parameters
 from loadme.names import OWNER_TAG, deployment_name
@@ -203,3 +204,55 @@ def test_list_owned_reads_the_tags() -> None:
                                    {"value": [group_json("mine", tags=tags), group_json("theirs", tags={})]})])
     [owned] = executor.list_owned()
     assert (owned.name, owned.run_id, owned.step, owned.deadline) == ("mine", "a" * 32, 2, tags["loadme-deadline"])
+
+
+def test_the_regions_quota_message_is_a_quota_even_as_a_503() -> None:
+    """ACI sends the region's quota as 503 ServiceUnavailable: a wait, not five retries and poison."""
+    spec = sample_container_spec()
+    message = ("Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota 'ContainerGroups' "
+               "exceeded in region 'westeurope'. Limit: '100', Usage: '100' Requested: '1'.")
+    executor, arm = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x"))] + [
+        Reply("PUT", group_path(spec.name), 503, error("ServiceUnavailable", message))] * (SDK_RETRIES + 1), "direct")
+    with pytest.raises(QuotaExceeded, match="container group quota 'ContainerGroups' exceeded"):
+        executor.deploy(spec)
+    assert [s.method for s in arm.seen] == ["GET"] + ["PUT"] * (SDK_RETRIES + 1)  # the SDK's quick retries, then a wait
+
+
+FAILED_DEPLOYMENT = {"provisioningState": "Failed", "error": {
+    "code": "DeploymentFailed", "message": "At least one resource deployment operation failed.",
+    "details": [{"code": "ResourceDeploymentFailure", "message": "The resource operation completed with terminal "
+                 "provisioning state 'Failed'.", "details": [
+                     {"code": "ContainerGroupQuotaReached", "message": "Resource type 'Microsoft.ContainerInstance/"
+                      "containerGroups' has reached its quota limit in region 'westeurope'."}]},
+                {"code": "InaccessibleImage", "message": "The image\n'x' is not accessible."}]}}
+
+
+@pytest.mark.parametrize(("properties", "expected"), [
+    (FAILED_DEPLOYMENT, DeploymentFailure(
+        "ContainerGroupQuotaReached: Resource type 'Microsoft.ContainerInstance/containerGroups' has reached its "
+        "quota limit in region 'westeurope'.; InaccessibleImage: The image 'x' is not accessible.", quota=True)),
+    ({"provisioningState": "Failed", "error": {"code": "InvalidTemplateDeployment", "message": "bad cpu"}},
+     DeploymentFailure("InvalidTemplateDeployment: bad cpu", quota=False)),
+    ({"provisioningState": "Failed"}, DeploymentFailure("the deployment failed", quota=False)),
+    ({"provisioningState": "Running"}, None),
+    ({"provisioningState": "Succeeded"}, None),
+    (None, None),  # no such deployment (404)
+])
+def test_failed_deployment_reads_the_root_causes_of_arms_error(properties: dict[str, Any] | None,
+                                                               expected: DeploymentFailure | None) -> None:
+    name = sample_container_spec().name
+    path = DEPLOYMENTS + deployment_name(name)
+    reply = (Reply("GET", path, 200, {"id": path, "name": deployment_name(name), "properties": properties})
+             if properties is not None else Reply("GET", path, 404, error("DeploymentNotFound", "none")))
+    executor, arm = _executor([reply])
+    assert executor.failed_deployment(name) == expected
+    [get] = arm.seen
+    assert get.method == "GET" and get.url.lower() == f"{ARM}{path}".lower() + \
+        f"?api-version={_query(get.url)['api-version'][0]}"
+
+
+def test_failed_deployment_reads_nothing_in_direct_mode() -> None:
+    """ACI answers a direct PUT itself; a group that fails later is there for `state` to read."""
+    executor, arm = _executor([], "direct")
+    assert executor.failed_deployment(sample_container_spec().name) is None
+    assert arm.seen == []

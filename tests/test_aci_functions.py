@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
 from loadme.context import Context, set_context
 from loadme.deploy import build_container_spec
-from loadme.envelope import RemovalMessage, StepMessage, decode
+from loadme.envelope import RemovalMessage, StepMessage, decode, parse_time
 from loadme.executors import create_executor
 from loadme.executors.aci import SDK_RETRIES, AciExecutor
 from loadme.names import INITJOB_QUEUE, TRIGGER_QUEUES, container_group_name, deployment_name
@@ -25,6 +26,7 @@ from tests.support import (
     Clock,
     Out,
     http_request,
+    next_initjob,
     post_json,
     queue_message,
     response_json,
@@ -171,6 +173,66 @@ def test_a_create_aci_refuses_for_quota_or_throttling_waits_and_never_fails_the_
         http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))
     assert status_doc["state"] == "queued" and "ACI refused the create" in status_doc["reason"]
     assert "terminal" not in [e["event"] for e in status_doc["events"]]
+
+
+def _janitor_tick(clock: Clock) -> None:
+    """A janitor tick five minutes on (its default schedule), its removals carried out."""
+    clock.advance(300)
+    removals = Out()
+    user_function("janitor")(None, removeinfra=removals)
+    for text in removals.get() or []:
+        user_function("remove_infra")(queue_message(text))
+
+
+QUOTA_MESSAGE = ("Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota "
+                 "'StandardCores' exceeded in region 'westeurope'. Limit: '100', Usage: '100' Requested: '1'.")
+
+
+@pytest.mark.parametrize("simulated", ["templatespec"], indirect=True)
+def test_a_deployment_arm_fails_later_for_quota_waits_in_line_and_is_deployed_again(
+        simulated: tuple[Context, FakeAci, Clock], monkeypatch: pytest.MonkeyPatch) -> None:
+    """ARM accepted the deployment, then another user of the subscription took the quota: the step
+    is not lost to a timeout at its deadline, it waits in line again and runs."""
+    monkeypatch.setattr("loadme.deploy.QUOTA_REFUSED_WAIT_SECONDS", 1)  # the real queue's invisibility
+    ctx, aci, clock = simulated
+    step, group = _deployed(aci)
+    aci.fail_deployment(group, "ServiceUnavailable", QUOTA_MESSAGE)
+    _janitor_tick(clock)
+    status = _run(step.run_id)
+    assert status["state"] == "queued"
+    assert status["reason"] == f"waiting for capacity: the deployment failed (ServiceUnavailable: {QUOTA_MESSAGE})"
+    assert group not in ctx.admission.grants() and ctx.journal.index.active() == []
+    assert len(ctx.admission.waiting()) == 1
+
+    again = next_initjob(ctx, step.run_id)
+    assert parse_time(again.deadline) == parse_time(step.deadline) + timedelta(seconds=1)  # the wait does not count
+    assert (again.variables, again.steps) == ({**step.variables, "___Deadline": again.deadline}, step.steps)
+    aci.seen.clear()
+    user_function("dq_init_job")(queue_message(again.to_json()), removeinfra=Out())
+    assert [(s.method, s.path.lower()) for s in aci.seen] == [
+        ("GET", group_path(group).lower()), ("PUT", _put_path(ctx, group))]
+    assert _run(step.run_id)["state"] == "running" and group in ctx.admission.grants()
+    _finish_through_stage2(again, 0)
+    assert (_run(step.run_id)["state"], _run(step.run_id)["cleaned_up"]) == ("succeeded", True)
+
+
+@pytest.mark.parametrize("simulated", ["templatespec"], indirect=True)
+def test_a_deployment_arm_fails_later_fails_the_run_with_arms_reason_at_the_next_tick(
+        simulated: tuple[Context, FakeAci, Clock]) -> None:
+    """Not at the deadline as a guess ("deployment failed?"): at the next tick, with ARM's own cause."""
+    ctx, aci, clock = simulated
+    step, group = _deployed(aci)
+    aci.fail_deployment(group, "InaccessibleImage", "The image 'loadmeacr.azurecr.io/loadme-runner:1' in "
+                                                    "container group 'x' is not accessible.")
+    _janitor_tick(clock)
+    status = _run(step.run_id)
+    assert (status["state"], status["cleaned_up"]) == ("failed", True)
+    assert status["reason"] == ("step 1 deployment failed: InaccessibleImage: The image "
+                                "'loadmeacr.azurecr.io/loadme-runner:1' in container group 'x' is not accessible.")
+    assert group not in ctx.admission.grants() and ctx.journal.index.active() == []
+    aci.seen.clear()
+    _janitor_tick(clock)  # settled: the next tick reads nothing of this run
+    assert [(s.method, s.path.lower()) for s in aci.seen] == [("GET", LIST_PATH)]
 
 
 def test_executor_setting_picks_the_implementation(settings_env: dict[str, str]) -> None:

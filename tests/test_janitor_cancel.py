@@ -24,6 +24,7 @@ from tests.support import (
     Clock,
     Out,
     http_request,
+    next_initjob,
     post_json,
     queue_message,
     receive_result,
@@ -245,20 +246,6 @@ def one_group(settings_env: dict[str, str]) -> Iterator[tuple[Context, Clock]]:
     context.storage.admission.delete_table()
 
 
-def _next_initjob(ctx: Context, run_id: str) -> StepMessage:
-    """The step's message once it is visible again on the real initjob queue (it waited invisible)."""
-    queue = ctx.storage.queue(INITJOB_QUEUE)
-
-    def take() -> StepMessage | None:
-        for message in queue.receive_messages(max_messages=32, visibility_timeout=5):
-            if run_id in str(message.content):
-                queue.delete_message(message)
-                return decode(str(message.content), StepMessage)
-        return None
-
-    return wait_until(take, 90, f"the waiting step of {run_id} back on initjob")  # type: ignore[no-any-return]
-
-
 def test_time_waiting_for_capacity_does_not_count_toward_the_deadline(one_group: tuple[Context, Clock]) -> None:
     ctx, clock = one_group
     _start_and_deploy({"variables": {"___DemoSleepSeconds": "60"}, "timeout_seconds": 600})  # holds the group
@@ -267,7 +254,7 @@ def test_time_waiting_for_capacity_does_not_count_toward_the_deadline(one_group:
     first = decode(initjob.get()[0], StepMessage)
     user_function("dq_init_job")(queue_message(first.to_json()), removeinfra=Out())
     assert _status(run_id)["state"] == "queued"
-    again = _next_initjob(ctx, run_id)
+    again = next_initjob(ctx, run_id)
     waited = parse_time(again.deadline) - parse_time(first.deadline)
     assert waited == timedelta(seconds=MIN_WAIT_SECONDS)  # at the head of the line: it looked again this soon
     assert again.variables[ctx.variables.name(contract.DEADLINE)] == again.deadline  # what the container is told

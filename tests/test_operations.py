@@ -239,3 +239,16 @@ def test_a_janitor_tick_costs_the_same_with_100_or_10000_past_runs(azurite: Any,
     many = requests_of_a_tick(app_settings(azurite.connection_string, tmp_path / "b"), 10_000)
     assert few == many, (few, many)
     assert sum(few.values()) <= 30  # active steps, capacity and waiting line, poison queues, retention
+
+
+def test_a_conditional_deactivation_leaves_a_newer_activation_of_the_step(ctx: Context) -> None:
+    """The janitor sends a step back to wait, then stops watching it only if no newer deployment of
+    the step has activated it again meanwhile (with its moved deadline)."""
+    index = ctx.journal.index
+    index.activate("run-a", 1, "2026-11-26T01:00:00+00:00", "group-a")
+    index.activate("run-a", 1, "2026-11-26T01:01:00+00:00", "group-a")  # deployed again, deadline moved
+    index.deactivate("run-a", 1, deadline="2026-11-26T01:00:00+00:00")
+    assert [(a.run_id, a.deadline) for a in index.active()] == [("run-a", "2026-11-26T01:01:00+00:00")]
+    index.deactivate("run-a", 1, deadline="2026-11-26T01:01:00+00:00")
+    assert index.active() == []
+    index.deactivate("run-a", 1, deadline="2026-11-26T01:01:00+00:00")  # gone already: nothing to do

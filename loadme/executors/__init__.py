@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from loadme.executors.base import ContainerSpec, ContainerStatus, Executor, OwnedGroup
+from loadme.executors.base import ContainerSpec, ContainerStatus, DeploymentFailure, Executor, OwnedGroup
 
 if TYPE_CHECKING:
     from loadme.settings import Settings
 
-__all__ = ["ContainerSpec", "ContainerStatus", "Executor", "OwnedGroup", "create_executor"]
+__all__ = ["ContainerSpec", "ContainerStatus", "DeploymentFailure", "Executor", "OwnedGroup", "create_executor"]
 
 
 def create_executor(settings: Settings) -> Executor:

@@ -4,7 +4,10 @@ Thin verb-named wrappers over the management SDKs (hook style): deploy, state, l
 list_owned. Two deploy modes (DEPLOY_MODE): `templatespec` (an ARM deployment of the template spec
 version, named after the group so a redelivery reuses it) and `direct`
 (`container_groups.begin_create_or_update`). Neither waits for the container: the PUT is sent and
-the invocation returns; completion comes from the container's own result message.
+the invocation returns; completion comes from the container's own result message. In
+`templatespec` mode ARM accepts the deployment first and may fail it later (a quota another user of
+the subscription took meanwhile, a region out of capacity): `failed_deployment` reads that error
+for the janitor.
 
 Who retries what: the SDK's retry policy is limited to `SDK_RETRIES` quick attempts on 408, 429
 and 5xx; when they are spent the error becomes TransientError and the Functions host retries the
@@ -30,7 +33,7 @@ from loadme.executors.aci_parameters import (
     group_body,
     template_parameters,
 )
-from loadme.executors.base import ContainerSpec, ContainerStatus, OwnedGroup
+from loadme.executors.base import ContainerSpec, ContainerStatus, DeploymentFailure, OwnedGroup
 from loadme.names import OWNER_TAG, OWNER_TAG_VALUE, deployment_name
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 SDK_RETRIES = 2
+MAX_REASON_CHARS = 500  # a run's reason is one line
 _GROUP_STATES = {"Running": "running", "Waiting": "pending", "Terminated": "terminated"}
 
 
@@ -130,6 +134,27 @@ class AciExecutor:
                 logger.warning("group %s has the owner tag but not the run tags; skipped", group.name)
         return owned
 
+    def failed_deployment(self, name: str) -> DeploymentFailure | None:
+        """Why the ARM deployment of group `name` failed (`templatespec` mode); None while it runs,
+        once it succeeded or when there is none. `direct` mode has nothing to read: ACI answers the
+        PUT itself, and a group that fails later is there for `state` to see."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if self.aci.deploy_mode != "templatespec":
+            return None
+        try:
+            deployment = self._call(lambda: self._deployments.deployments.get(
+                self.aci.resource_group, deployment_name(name)))
+        except ResourceNotFoundError:
+            return None
+        properties = deployment.properties
+        if properties is None or properties.provisioning_state != "Failed":
+            return None
+        causes = _root_causes(properties.error)
+        reason = "; ".join(f"{code}: {message}" if code else message for code, message in causes)
+        return DeploymentFailure(" ".join(reason.split())[:MAX_REASON_CHARS] or "the deployment failed",
+                                 any(is_quota_error(code, message) for code, message in causes))
+
     # ---- helpers ---------------------------------------------------------------------------
     def _get_group(self, name: str) -> Any:
         from azure.core.exceptions import ResourceNotFoundError
@@ -183,7 +208,7 @@ class AciExecutor:
         except HttpResponseError as exc:
             status, code, message = exc.status_code or 0, _error_code(exc), _error_message(exc)
             # A create throttled (429) is the per-hour/5-minute create quota in effect: wait, like a quota.
-            if "quota" in code.lower() or (deploying and status == 429):
+            if is_quota_error(code, message) or (deploying and status == 429):
                 raise QuotaExceeded(f"{code or status}: {message}") from exc
             if status in (408, 429) or status >= 500:
                 raise TransientError(f"ACI answered {status} {code}: {message}") from exc
@@ -197,6 +222,25 @@ class AciExecutor:
 class _AlreadyDeploying(Exception):
     """ARM refused a second deployment of the same name while the first runs (409 DeploymentActive,
     the only conflict that means this): nothing to do."""
+
+
+def is_quota_error(code: str, message: str) -> bool:
+    """Whether ACI refused for want of quota: a code naming a quota (`ContainerGroupQuotaReached`), or
+    the region's quota message, which ACI sends as 503 `ServiceUnavailable` ("Resource type
+    'Microsoft.ContainerInstance/containerGroups' container group quota 'ContainerGroups' exceeded in
+    region ...": learn.microsoft.com/troubleshoot/azure/azure-container-instances/configuration-setup/
+    service-unavailable-container-group-quota-exceeded)."""
+    text = message.lower()
+    return "quota" in code.lower() or ("quota" in text and "exceeded" in text)
+
+
+def _root_causes(error: Any) -> list[tuple[str, str]]:
+    """The innermost (code, message) pairs of an ARM error: a failed deployment's own error only says
+    `DeploymentFailed` ("At least one resource deployment operation failed"); its details say why."""
+    if error is None:
+        return []
+    causes = [cause for detail in (error.details or []) for cause in _root_causes(detail)]
+    return causes or [(str(error.code or ""), str(error.message or ""))]
 
 
 def _error_code(exc: Any) -> str:

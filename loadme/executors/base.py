@@ -39,6 +39,14 @@ class ContainerStatus:
 
 
 @dataclass(frozen=True)
+class DeploymentFailure:
+    """Why the platform gave up on a group after it accepted the deployment (one line)."""
+
+    reason: str
+    quota: bool  # a quota stopped it: the step waits for capacity instead of failing
+
+
+@dataclass(frozen=True)
 class OwnedGroup:
     """A container group this app created (found by tag, or by the local executor's records)."""
 
@@ -72,4 +80,9 @@ class Executor(Protocol):
 
     def list_owned(self) -> list[OwnedGroup]:
         """Every group this app owns that still exists."""
+        ...
+
+    def failed_deployment(self, name: str) -> DeploymentFailure | None:
+        """Why the accepted deployment of group `name` failed; None while it runs, once it succeeded,
+        or where no deployment can fail after it was accepted."""
         ...

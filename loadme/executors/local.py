@@ -31,7 +31,7 @@ from pathlib import Path
 
 from loadme.container_env import as_process_environment
 from loadme.errors import TransientError
-from loadme.executors.base import ContainerSpec, ContainerStatus, OwnedGroup
+from loadme.executors.base import ContainerSpec, ContainerStatus, DeploymentFailure, OwnedGroup
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,10 @@ class LocalExecutor:
                 continue  # a claim still being written, or not ours
             owned.append(OwnedGroup(record["name"], record["run_id"], record["step"], record["deadline"]))
         return owned
+
+    def failed_deployment(self, name: str) -> DeploymentFailure | None:
+        """Always None: `deploy` starts the group itself and reports a failure to start at once."""
+        return None
 
 
 def _unless_already_gone(function: object, path: str, error: BaseException) -> None:
