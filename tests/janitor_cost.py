@@ -72,7 +72,8 @@ def requests_of_a_tick(settings_env: dict[str, str], past: int) -> Counter[str]:
     settings = Settings.from_mapping(settings_env)
 
     def count(request: Any) -> None:
-        target = request.http_request.url.split("?")[0].rsplit("/", 1)[-1].replace(settings.journal_table, "journal")
+        target = request.http_request.url.split("?")[0].rsplit("/", 1)[-1]
+        target = target.replace(settings.journal_table, "journal").replace(settings.admission_table, "admission")
         with lock:
             seen[f"{request.http_request.method} {target}"] += 1
 

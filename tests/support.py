@@ -56,6 +56,7 @@ def app_settings(connection_string: str, executor_dir: Path, **overrides: str) -
         "DEFAULT_VARIABLES": json.dumps({"___Greeting": "Hello"}),
         "RUN_TIMEOUT_SECONDS": "300",
         "JOURNAL_TABLE": f"runs{suffix}",
+        "ADMISSION_TABLE": f"admission{suffix}",  # capacity in use and the waiting line, not shared with other tests
         "LOGS_CONTAINER": f"logs-{suffix}",
         "LOCAL_EXECUTOR_DIR": str(executor_dir),
         "SECRET_VARIABLES": json.dumps({"___ApiToken": "TEST_API_TOKEN", "___DbPassword": "TEST_DB_PASSWORD"}),
