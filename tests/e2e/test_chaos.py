@@ -32,6 +32,12 @@ ONE_STEP_ROWS = {"000-requested", "000-terminal", "001-deploying", "001-started"
                  "001-logs_archived", "001-removed"}
 NO_RESULT_ROWS = ONE_STEP_ROWS - {"001-result"}
 NEVER_DEPLOYED_ROWS = {"000-requested", "000-terminal"}
+# A real fault, not an injected one: on a loaded machine Azurite sometimes resets a connection
+# (seen under `make test-stress`: a ConnectionResetError reading the answer to a request the SDK may
+# not repeat; azure-core's RetryPolicy._is_method_retryable retries a POST, such as a table insert,
+# only on 500/503/504). The function raised, the host retried the message and the run still ended
+# right, as it would in Azure; the failed delivery is noted in the journal like any other.
+NETWORK_FAULTS = ("ServiceRequestError: ", "ServiceResponseError: ")
 TWO_STEP_ROWS = ONE_STEP_ROWS | {r.replace("001", "002") for r in ONE_STEP_ROWS if r.startswith("001")}
 
 
@@ -91,9 +97,11 @@ def test_fifty_runs_under_chaos_all_end_right(chaos_stack: Stack) -> None:
         if "exit_code" in plan:
             assert terminal["exit_code"] == plan["exit_code"], (plan["kind"], terminal)
         entities = list(table.query_entities("PartitionKey eq @r", parameters={"r": run_id}))
-        failures = [(e["RowKey"], e.get("error")) for e in entities if e["event"] == "attempt_failed"]
-        assert not failures, failures  # injected faults never reach the functions: any failure here is real
-        rows = [e["RowKey"] for e in entities]
+        failures = [(e["RowKey"], str(e.get("error"))) for e in entities if e["event"] == "attempt_failed"]
+        network = [row for row, error in failures if error.startswith(NETWORK_FAULTS)]
+        # Injected faults never reach the functions: any other failure here is a bug.
+        assert [(row, error) for row, error in failures if row not in network] == [], failures
+        rows = [e["RowKey"] for e in entities if e["RowKey"] not in network]
         if plan["kind"] == "hang" and sorted(rows) == sorted(NEVER_DEPLOYED_ROWS):
             # On a loaded machine injected retries can delay the deployment past the deadline:
             # then dq_init_job records the timeout itself and starts nothing. Same outcome.
