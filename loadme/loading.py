@@ -7,7 +7,9 @@ half-initialized module, because Python's per-module import locks break such a c
 waiting ("ImportError: cannot import name 'SpanKind' from partially initialized module
 'azure.core.tracing'", seen on the local stack under load). So every function calls `load_all()`
 first: the first call imports everything below while the others wait, then it costs one flag read.
-`tests/test_worker_conformance.py` checks the list covers every import made inside a function.
+The ACI management SDKs are loaded the same way, but only where the ACI executor's clients are built
+(`loadme.executors.aci`): the local executor never imports them and HTTP functions do not pay for them.
+`tests/test_worker_conformance.py` checks the two lists cover every import made inside a function.
 """
 
 from __future__ import annotations
@@ -24,11 +26,6 @@ MODULES = (
     "azure.core.tracing",
     "azure.data.tables",
     "azure.identity",
-    "azure.mgmt.containerinstance",
-    "azure.mgmt.containerinstance.models",
-    "azure.mgmt.containerregistry",
-    "azure.mgmt.resource.deployments",
-    "azure.mgmt.resource.deployments.models",
     "azure.storage.blob",
     "azure.storage.queue",
     # the handlers and what they import lazily
@@ -58,18 +55,30 @@ MODULES = (
     "uuid",
 )
 
+ACI_MODULES = (
+    "azure.mgmt.containerinstance",
+    "azure.mgmt.containerinstance.models",
+    "azure.mgmt.containerregistry",
+    "azure.mgmt.resource.deployments",
+    "azure.mgmt.resource.deployments.models",
+)
+
 _lock = threading.Lock()
-_loaded = False
+_loaded: set[tuple[str, ...]] = set()
 
 
 def load_all() -> None:
     """Import every module in MODULES, once per process; concurrent callers wait for the first.
     Raises ImportError if one is missing (a broken deployment: the function fails and is retried)."""
-    global _loaded
-    if _loaded:
+    load(MODULES)
+
+
+def load(modules: tuple[str, ...]) -> None:
+    """Import `modules` once per process, under the one lock every such load takes. Raises ImportError."""
+    if modules in _loaded:
         return
     with _lock:
-        if not _loaded:
-            for name in MODULES:
+        if modules not in _loaded:
+            for name in modules:
                 importlib.import_module(name)
-            _loaded = True
+            _loaded.add(modules)

@@ -34,6 +34,7 @@ from loadme.executors.aci_parameters import (
     template_parameters,
 )
 from loadme.executors.base import ContainerSpec, ContainerStatus, DeploymentFailure, OwnedGroup
+from loadme.loading import ACI_MODULES, load
 from loadme.names import OWNER_TAG, OWNER_TAG_VALUE, deployment_name
 
 if TYPE_CHECKING:
@@ -256,6 +257,7 @@ def _error_message(exc: Any) -> str:
 @functools.cache
 def _clients(subscription_id: str, with_registry: bool) -> tuple[Any, Any, Any]:
     """One set of management clients per process (imported and built on first use)."""
+    load(ACI_MODULES)  # under the lock the functions' first imports take (loadme.loading)
     from azure.mgmt.containerinstance import ContainerInstanceManagementClient
     from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
