@@ -127,7 +127,7 @@ def _offsets(value: str | None) -> dict[int, tuple[str, int]]:
     """`offsets`: `<step>:<source>:<bytes>` pairs, comma-separated (each step's `source` and `size` in
     the previous answer). Raises RequestError (400) naming the bad one."""
     found: dict[int, tuple[str, int]] = {}
-    for item in (value or "").split(",") if value else []:
+    for item in value.split(",") if value else []:
         parts = item.split(":")
         if (len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit() or parts[1] not in LOG_SOURCES
                 or not 1 <= int(parts[0]) <= 999 or len(parts[2]) > 15):
