@@ -221,7 +221,7 @@ def expire_old_runs(ctx: Context, budget: int = RETENTION_BATCH) -> int:
     day = index.oldest_day()
     expired = 0
     while day is not None and day < cutoff and expired < budget:
-        runs = index.day(day)[: budget - expired]
+        runs = index.day(day, budget - expired)
         for run in runs:
             ctx.journal.forget(run.run_id)
             for blob in ctx.storage.logs.list_blobs(name_starts_with=f"{run.run_id}/"):

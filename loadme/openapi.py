@@ -10,7 +10,18 @@ from typing import Any
 from loadme.api import MAX_BODY_BYTES, MAX_COMMAND_ARGS, MAX_IDEMPOTENCY_KEY, MAX_STEPS
 from loadme.journal import RunState
 from loadme.names import TRIGGER_QUEUES
-from loadme.reports import DEFAULT_LIMIT, DEFAULT_STATS_DAYS, MAX_LIMIT, MAX_LOG_LINES
+from loadme.reports import (
+    DEFAULT_LIMIT,
+    DEFAULT_STATS_DAYS,
+    LOG_SOURCES,
+    MAX_LIMIT,
+    MAX_LOG_LINES,
+    MAX_LOGS_BYTES,
+    MAX_STATS_DAYS,
+    MAX_STATS_ROWS,
+    MAX_STEP_LOG_BYTES,
+)
+from loadme.run_index import MAX_DAYS_PER_PAGE
 from loadme.settings import MAX_TIMEOUT_SECONDS
 
 STATES = [state.value for state in RunState]
@@ -97,6 +108,9 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
             "/runs": {"get": {
                 "operationId": "listRuns",
                 "summary": "Runs, newest first, from the journal's index",
+                "description": "The range is clamped to the retention period and to now. A page reads at "
+                               f"most {MAX_DAYS_PER_PAGE} days: it may hold fewer than `limit` runs (or none) "
+                               "and still have a next_cursor; next_cursor is null only at the range's end.",
                 "parameters": [
                     _query("state", "Only runs in this state", {"type": "string", "enum": STATES}),
                     _query("since", "Created at or after (ISO 8601 with zone; default: the retention period ago)",
@@ -114,9 +128,17 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                 "get": {
                     "operationId": "getRunLogs",
                     "summary": "Each step's archived log, or the live one while it runs (secrets redacted)",
+                    "description": "A step's text is bytes `offset` to `size` of its log: at most its last "
+                                   f"{MAX_STEP_LOG_BYTES} bytes, and an equal share of {MAX_LOGS_BYTES} for all "
+                                   "steps (cut at a line start; `truncated` says bytes before were left out).",
                     "parameters": [_query("step", "Only this step", {"type": "integer", "minimum": 1}),
                                    _query("tail", "Only the last lines", {"type": "integer", "minimum": 1,
-                                                                          "maximum": MAX_LOG_LINES})],
+                                                                          "maximum": MAX_LOG_LINES}),
+                                   _query("offsets", "What the caller has: comma-separated <step>:<source>:<bytes> "
+                                          "(a step's source and size in the previous answer); that step's text "
+                                          "then starts there (from 0 if its source changed)",
+                                          {"type": "string", "pattern": "^[0-9]+:(" + "|".join(LOG_SOURCES)
+                                           + "):[0-9]+(,[0-9]+:(" + "|".join(LOG_SOURCES) + "):[0-9]+)*$"})],
                     "responses": {"200": _json("The logs", "RunLogs"), "400": _error("A bad parameter"),
                                   "404": _error("Unknown run")},
                 },
@@ -124,8 +146,11 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
             "/stats": {"get": {
                 "operationId": "getStats",
                 "summary": "Runs per day by state, success rate, duration p50/p95",
+                "description": f"Reads at most {MAX_STATS_ROWS} runs, newest days first: a day with more is "
+                               "`partial` (its counts, and the totals, are of the runs read).",
                 "parameters": [_query("days", f"Days back, today included (default {DEFAULT_STATS_DAYS}; at most "
-                                              "RUN_RETENTION_DAYS)", {"type": "integer", "minimum": 1})],
+                                              f"RUN_RETENTION_DAYS and {MAX_STATS_DAYS})",
+                                      {"type": "integer", "minimum": 1, "maximum": MAX_STATS_DAYS})],
                 "responses": {"200": _json("Statistics", "Stats"), "400": _error("A bad parameter")},
             }},
             "/poison/{queue}": {
@@ -241,16 +266,26 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
             "RunLogs": {"type": "object", "required": ["run_id", "steps"], "properties": {
                 "run_id": {"type": "string"},
                 "steps": {"type": "array", "items": {
-                    "type": "object", "required": ["step", "source", "text"], "properties": {
-                        "step": {"type": "integer"}, "source": {"type": "string", "enum": ["archive", "live", "none"]},
-                        "blob": {"type": ["string", "null"]}, "text": {"type": "string"}}}}}},
+                    "type": "object", "required": ["step", "source", "text", "offset", "size", "truncated"],
+                    "properties": {
+                        "step": {"type": "integer"}, "source": {"type": "string", "enum": list(LOG_SOURCES)},
+                        "blob": {"type": ["string", "null"]}, "text": {"type": "string"},
+                        "offset": {"type": "integer", "minimum": 0,
+                                   "description": "The byte of the step's log where `text` starts"},
+                        "size": {"type": "integer", "minimum": 0,
+                                 "description": "The log's size in bytes; `text` ends there"},
+                        "truncated": {"type": "boolean",
+                                      "description": "Bytes before `offset` (after the given one) were left out"}}}}}},
             "Stats": {
-                "type": "object", "required": ["days", "total", "by_state", "success_rate", "duration_seconds"],
+                "type": "object", "required": ["days", "total", "by_state", "success_rate", "duration_seconds",
+                                               "partial"],
                 "properties": {
                     "days": {"type": "array", "items": {
-                        "type": "object", "required": ["date", "total", "by_state"], "properties": {
+                        "type": "object", "required": ["date", "total", "by_state", "partial"], "properties": {
                             "date": {"type": "string"}, "total": {"type": "integer"},
-                            "by_state": {"type": "object", "additionalProperties": {"type": "integer"}}}}},
+                            "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
+                            "partial": {"type": "boolean"}}}},
+                    "partial": {"type": "boolean", "description": "Some day had more runs than were read"},
                     "total": {"type": "integer"},
                     "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
                     "success_rate": nullable_number,

@@ -33,6 +33,7 @@ ACTIVE = "idx-active"
 META = "idx-meta"
 OPERATIONS = "idx-ops"
 _MAX_MS = 10**13 - 1
+MAX_DAYS_PER_PAGE = 31  # day partitions one page of `runs` reads at most (one query each)
 _TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 _INDEX_FIELDS = ("run_id", "created_at", "state", "trigger", "steps", "image", "ended_at", "duration_seconds",
                  "exit_code", "reason")
@@ -184,16 +185,21 @@ class RunIndex:
         self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
     def runs(self, since: datetime, until: datetime, state: str | None = None, limit: int = 50,
-             cursor: str | None = None) -> RunsPage:
+             cursor: str | None = None, max_days: int = MAX_DAYS_PER_PAGE) -> RunsPage:
         """Runs created in [since, until], newest first, optionally in one state; `limit` a page.
 
-        Raises CursorError for a cursor this index did not hand out.
+        A page reads at most `max_days` day partitions: when it stops there, its cursor resumes at the
+        next day even if the page holds fewer than `limit` runs (or none), so any range costs a bounded
+        number of queries per request. Raises CursorError for a cursor this index did not hand out.
         """
-        day, after = decode_cursor(cursor) if cursor else (until.astimezone(UTC).date(), "")
-        first_day = since.astimezone(UTC).date()
+        last_day, first_day = until.astimezone(UTC).date(), since.astimezone(UTC).date()
+        day, after = decode_cursor(cursor) if cursor else (last_day, "")
+        if day > last_day:  # a cursor from a wider range: its row key belongs to another day
+            day, after = last_day, ""
         low, high = _row_key(until.isoformat(), ""), _row_key(since.isoformat(), "~")
         found: list[IndexedRun] = []
-        while day >= first_day and len(found) < limit:
+        scanned = 0
+        while day >= first_day and len(found) < limit and scanned < max_days:
             clauses = ["PartitionKey eq @p", "RowKey ge @low", "RowKey le @high"]
             parameters: dict[str, Any] = {"p": day_partition(day), "low": max(low, after), "high": high}
             if after:
@@ -204,6 +210,7 @@ class RunIndex:
             wanted = limit - len(found)
             rows = self._table.query_entities(" and ".join(clauses), parameters=parameters,
                                               results_per_page=min(wanted + 1, 1000))
+            scanned += 1
             page = []
             for entity in rows:
                 page.append(entity)
@@ -213,13 +220,22 @@ class RunIndex:
             if len(page) > wanted:
                 return RunsPage(found, encode_cursor(day, page[wanted - 1]["RowKey"]))
             day, after = day - timedelta(days=1), ""
-        # The page is full at a day's end: the next one starts with the day before, if any.
-        return RunsPage(found, encode_cursor(day, "") if day >= first_day and len(found) >= limit else None)
+        # Stopped at a day's end (the page full, or its days spent): the next page starts with the day
+        # before, if the range has one.
+        return RunsPage(found, encode_cursor(day, "") if day >= first_day else None)
 
-    def day(self, day: date) -> list[IndexedRun]:
-        """Every run created on `day` (UTC)."""
-        rows = self._table.query_entities("PartitionKey eq @p", parameters={"p": day_partition(day)})
-        return [_indexed(e) for e in rows]
+    def day(self, day: date, limit: int | None = None) -> list[IndexedRun]:
+        """The runs created on `day` (UTC): all of them, or the first `limit` (newest first)."""
+        if limit is not None and limit <= 0:
+            return []
+        rows = self._table.query_entities("PartitionKey eq @p", parameters={"p": day_partition(day)},
+                                          results_per_page=min(limit, 1000) if limit else None)
+        found: list[IndexedRun] = []
+        for entity in rows:
+            found.append(_indexed(entity))
+            if len(found) == limit:
+                break  # before the iterator fetches a page more
+        return found
 
     def oldest_day(self) -> date | None:
         """The oldest day retention has not finished with (None before the first run)."""

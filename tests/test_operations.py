@@ -4,17 +4,24 @@ stats, logs, retention, poison queues (list, requeue, drop), and a janitor tick'
 from __future__ import annotations
 
 import json
+import math
+import threading
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from loadme import reports
 from loadme.context import Context, set_context
 from loadme.envelope import StepMessage, decode
 from loadme.journal import EventType, RunState
 from loadme.names import INITJOB_QUEUE, REMOVEINFRA_QUEUE, TRIGGER_QUEUES, log_blob_name, poison_queue
+from loadme.run_index import MAX_DAYS_PER_PAGE
 from loadme.settings import Settings
+from loadme.storage import StorageClients
 from tests.janitor_cost import requests_of_a_tick
 from tests.support import (
     Clock,
@@ -152,9 +159,151 @@ def test_logs_are_live_while_a_step_runs_and_archived_after(ctx: Context) -> Non
     ctx.journal.record(run_id, 1, EventType.LOGS_ARCHIVED, blob=log_blob_name(run_id, 1))
     status, body = _get(f"runs/{run_id}/logs", {"tail": "2"}, run_id=run_id)
     assert status == 200 and body["steps"] == [
-        {"step": 1, "source": "archive", "blob": log_blob_name(run_id, 1), "text": "line 2\nline 3"}]
+        {"step": 1, "source": "archive", "blob": log_blob_name(run_id, 1), "text": "line 2\nline 3\n",
+         "offset": 7, "size": 21, "truncated": False}]
     assert _get(f"runs/{'0' * 32}/logs", run_id="0" * 32)[0] == 404
     assert _get(f"runs/{run_id}/logs", {"step": "x"}, run_id=run_id)[0] == 400
+
+
+class Traffic:
+    """What the app's storage clients sent, counted at the HTTP layer (azure-core per-call hooks): requests by
+    method and target, and the body bytes of blob downloads (each GET's Content-Length). Past `stop`
+    requests it raises, so an unbounded walk ends the test instead of running for hours."""
+
+    def __init__(self, settings: Settings, stop: int = 300) -> None:
+        self.requests: Counter[str] = Counter()
+        self.blob_bytes = 0
+        self._settings, self._stop, self._lock = settings, stop, threading.Lock()
+
+    def request(self, pipeline_request: Any) -> None:
+        http = pipeline_request.http_request
+        target = http.url.split("?")[0].rsplit("/", 1)[-1].split("(")[0]
+        with self._lock:
+            self.requests[f"{http.method} {target.replace(self._settings.journal_table, 'journal')}"] += 1
+            if sum(self.requests.values()) > self._stop:
+                raise RuntimeError(f"more than {self._stop} storage requests for one API request")
+
+    def response(self, pipeline_response: Any) -> None:
+        http = pipeline_response.http_request
+        if http.method == "GET" and f"/{self._settings.logs_container}/" in http.url:
+            with self._lock:
+                self.blob_bytes += int(pipeline_response.http_response.headers.get("Content-Length", 0))
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+
+def _counted(ctx: Context, retention_days: int | None = None, stop: int = 300) -> Traffic:
+    """Make the app use a context on the same storage whose clients count their requests (optionally
+    with another RUN_RETENTION_DAYS); its Traffic."""
+    settings = replace(ctx.settings, run_retention_days=retention_days or ctx.settings.run_retention_days)
+    traffic = Traffic(settings, stop)
+    storage = StorageClients(settings, raw_request_hook=traffic.request, raw_response_hook=traffic.response)
+    set_context(Context(settings, clock=ctx.clock, storage=storage, executor=ctx.executor))
+    return traffic
+
+
+@pytest.mark.parametrize("params", [
+    {"since": "0001-01-01T00:00:00Z"},
+    {"until": "9999-12-31T23:59:59Z"},
+    {"since": "0001-01-01T00:00:00+01:00", "until": "9999-12-31T23:59:59-01:00", "state": "failed"},
+])
+def test_any_listed_range_costs_a_bounded_number_of_storage_requests(ctx: Context, params: dict[str, str]) -> None:
+    """The range is clamped to the retention period (10 days here) and to now: one query per day at most."""
+    run_id, _ = _start()
+    traffic = _counted(ctx)
+    status, body = _get("runs", params)
+    assert status == 200, body
+    assert [run["run_id"] for run in body["runs"]] == ([] if "state" in params else [run_id])
+    assert body["next_cursor"] is None
+    assert set(traffic.requests) == {"GET journal"}, traffic.requests
+    assert traffic.total <= 11, traffic.requests  # today and the 10 days before
+
+
+def test_a_long_retention_is_listed_a_bounded_number_of_days_per_page_and_the_cursor_crosses_empty_days(
+        ctx: Context, clock: Clock) -> None:
+    old, _ = _start()
+    clock.advance(100 * 86400)  # a hundred empty days between the two runs
+    new, _ = _start()
+    traffic = _counted(ctx, retention_days=400, stop=500)
+    status, first = _get("runs", {"since": "0001-01-01T00:00:00Z", "limit": "50"})
+    assert status == 200 and [run["run_id"] for run in first["runs"]] == [new]
+    assert first["next_cursor"] is not None  # the page stopped at its day budget, not at the range's end
+    assert traffic.total <= MAX_DAYS_PER_PAGE, traffic.requests
+    pages, cursor, seen = 1, first["next_cursor"], [new]
+    while cursor is not None:
+        before = traffic.total
+        status, page = _get("runs", {"since": "0001-01-01T00:00:00Z", "limit": "50", "cursor": cursor})
+        assert status == 200, page
+        assert traffic.total - before <= MAX_DAYS_PER_PAGE, traffic.requests
+        seen += [run["run_id"] for run in page["runs"]]
+        cursor, pages = page["next_cursor"], pages + 1
+    assert seen == [new, old]
+    assert pages == math.ceil(401 / MAX_DAYS_PER_PAGE)  # today and the 400 days before, empty pages included
+
+
+def test_stats_read_a_bounded_number_of_days_and_rows_and_say_when_partial(
+        ctx: Context, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(3):
+        _start()
+    clock.advance(86400)
+    for _ in range(8):
+        _start()
+    monkeypatch.setattr(reports, "MAX_STATS_ROWS", 5)
+    traffic = _counted(ctx, retention_days=3650)
+    status, stats = _get("stats", {"days": "3"})
+    assert status == 200 and stats["partial"] is True
+    assert [(d["total"], d["partial"]) for d in stats["days"]] == [(0, False), (0, True), (5, True)]
+    assert stats["total"] == 5 and stats["by_state"] == {"queued": 5}
+    assert traffic.total == 3, traffic.requests  # one query per day, each asking for one run more than the budget
+    status, body = _get("stats", {"days": str(reports.MAX_STATS_DAYS + 1)})
+    assert status == 400 and f"from 1 to {reports.MAX_STATS_DAYS}" in body["error"]
+    monkeypatch.setattr(reports, "MAX_STATS_ROWS", 100)
+    status, stats = _get("stats", {"days": "3"})
+    assert stats["partial"] is False and [d["total"] for d in stats["days"]] == [0, 3, 8]
+
+
+def test_a_huge_archived_log_is_read_as_a_bounded_tail_and_said_to_be_cut(ctx: Context) -> None:
+    run_id, step = _start()
+    user_function("dq_init_job")(queue_message(step.to_json()), removeinfra=Out())
+    line = b"x" * 99 + b"\n"
+    huge = line * (20 * 1024 * 1024 // len(line)) + b"the last line\n"  # 20 MiB
+    ctx.storage.logs.upload_blob(log_blob_name(run_id, 1), huge, max_concurrency=2)
+    ctx.journal.record(run_id, 1, EventType.LOGS_ARCHIVED, blob=log_blob_name(run_id, 1))
+    traffic = _counted(ctx)
+    status, body = _get(f"runs/{run_id}/logs", run_id=run_id)
+    assert status == 200
+    [answer] = body["steps"]
+    assert traffic.blob_bytes <= reports.MAX_STEP_LOG_BYTES, traffic.blob_bytes
+    assert answer["truncated"] is True and answer["size"] == len(huge)
+    assert answer["text"].endswith("the last line\n") and answer["text"].startswith("x")  # whole lines
+    assert answer["offset"] == len(huge) - len(answer["text"].encode())
+    assert len(answer["text"]) <= reports.MAX_STEP_LOG_BYTES
+
+
+def test_a_polled_log_sends_only_what_grew_and_an_unchanged_one_reads_nothing(ctx: Context) -> None:
+    run_id, step = _start()
+    user_function("dq_init_job")(queue_message(step.to_json()), removeinfra=Out())
+    blob = log_blob_name(run_id, 1)
+    ctx.storage.logs.upload_blob(blob, b"one\ntwo\n")
+    ctx.journal.record(run_id, 1, EventType.LOGS_ARCHIVED, blob=blob)
+    traffic = _counted(ctx)
+    [first] = _get(f"runs/{run_id}/logs", run_id=run_id)[1]["steps"]
+    assert (first["text"], first["offset"], first["size"], first["truncated"]) == ("one\ntwo\n", 0, 8, False)
+    read = traffic.blob_bytes
+    assert read == 8
+    [same] = _get(f"runs/{run_id}/logs", {"offsets": "1:archive:8"}, run_id=run_id)[1]["steps"]
+    assert (same["text"], same["offset"], same["size"], same["truncated"]) == ("", 8, 8, False)
+    assert traffic.blob_bytes == read  # the blob's properties only: no byte of its body
+    ctx.storage.logs.upload_blob(blob, b"one\ntwo\nthree\n", overwrite=True)
+    [grown] = _get(f"runs/{run_id}/logs", {"offsets": "1:archive:8"}, run_id=run_id)[1]["steps"]
+    assert (grown["text"], grown["offset"], grown["size"]) == ("three\n", 8, 14)
+    assert traffic.blob_bytes == read + 6
+    [other] = _get(f"runs/{run_id}/logs", {"offsets": "1:live:8"}, run_id=run_id)[1]["steps"]
+    assert (other["text"], other["offset"]) == ("one\ntwo\nthree\n", 0)  # another source's offset: from the start
+    assert _get(f"runs/{run_id}/logs", {"offsets": "1:archive"}, run_id=run_id)[0] == 400
+    assert _get(f"runs/{run_id}/logs", {"offsets": "1:tape:8"}, run_id=run_id)[0] == 400
 
 
 def test_retention_expires_old_runs_their_rows_and_logs(ctx: Context, clock: Clock) -> None:

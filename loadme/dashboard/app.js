@@ -376,6 +376,17 @@ function stepOutcome(events, step) {
   return last ? last.event.replace("_", " ") : "not started";
 }
 
+/** The last `count` lines of `text` (a final newline ends a line, it starts none). */
+function lastLines(text, count) {
+  let position = text.endsWith("\n") ? text.length - 1 : text.length;
+  for (let i = 0; i < count; i++) {
+    if (position <= 0) return text;
+    position = text.lastIndexOf("\n", position - 1);
+    if (position < 0) return text;
+  }
+  return text.slice(position + 1);
+}
+
 function runView(runId, live) {
   const summary = el("dl", {class: "summary", id: "run-summary"});
   const cancel = el("button", {type: "button", id: "cancel-run", class: "danger", disabled: true}, "Cancel run");
@@ -385,20 +396,39 @@ function runView(runId, live) {
   const logs = el("div", {id: "logs"});
   const info = el("p", {class: "updated"});
   let lastLogs = "";
+  const logState = new Map(); // step -> {source, size, text}: what the page has of each step's log
+  let loading = Promise.resolve();
 
-  async function load() {
+  // One load at a time: each asks for what grew since the one before it.
+  function load() {
+    loading = loading.then(loadOnce);
+    return loading;
+  }
+
+  async function loadOnce() {
     try {
+      const offsets = [...logState].map(([step, s]) => `${step}:${s.source}:${s.size}`).join(",");
       const [status, logData] = await Promise.all([
         api("GET", `/runs/${encodeURIComponent(runId)}`),
-        api("GET", `/runs/${encodeURIComponent(runId)}/logs`, {query: {tail: LOG_TAIL}}),
+        api("GET", `/runs/${encodeURIComponent(runId)}/logs`, {query: {tail: LOG_TAIL, offsets}}),
       ]);
       if (!live()) return;
-      render(status, logData);
+      render(status, {steps: logData.steps.map(takeLog)});
       updated(info);
       if (TERMINAL_STATES.includes(status.state) && status.cleaned_up) stopRefresh(); // nothing will change
     } catch (error) {
       if (live()) report(error);
     }
+  }
+
+  /** A step's answer added to what the page has: appended when it starts where that ended (same source),
+   * else in its place (from the start, or cut by the API); the last LOG_TAIL lines are kept. */
+  function takeLog(s) {
+    const known = logState.get(s.step);
+    const continues = known && known.source === s.source && s.offset === known.size;
+    const text = lastLines(continues ? known.text + s.text : s.text, LOG_TAIL);
+    logState.set(s.step, {source: s.source, size: s.size, text});
+    return {step: s.step, source: s.source, text: text.endsWith("\n") ? text.slice(0, -1) : text};
   }
 
   function render(status, logData) {
