@@ -200,7 +200,9 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                 "run_id": {"type": "string"}, "state": {"type": "string", "enum": ["cancelled"]},
                 "status_url": {"type": "string"}}},
             "Event": {"type": "object", "required": ["at", "step", "event"], "properties": {
-                "at": {"type": "string"}, "step": {"type": "integer"}, "event": {"type": "string"}},
+                "at": {"type": "string"}, "step": {"type": "integer"}, "event": {"type": "string"},
+                "refused": {"type": "array", "items": {"type": "string"},
+                            "description": "result: output variables refused for holding a secret (names only)"}},
                 "additionalProperties": True},
             "RunStatus": {
                 "type": "object",
