@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loadme.errors import SettingsError, VariableError
-from loadme.variables import DEFAULT_PREFIX, VariableFactory
+from loadme.variables import DEFAULT_PREFIX, VariableFactory, unsafe_prefix
 
 if TYPE_CHECKING:  # imported where settings are built: `function_app.py` imports this module to index
     from loadme.admission import Limits
@@ -65,6 +65,16 @@ def _matching(pattern: str, problem: str) -> Callable[[str], str]:
             raise ValueError(problem)
         return value
     return parse
+
+
+def _prefix(value: str) -> str:
+    if not PREFIX_PATTERN.fullmatch(value):
+        raise ValueError("must match [A-Za-z_][A-Za-z0-9_]*")
+    if name := unsafe_prefix(value):
+        raise ValueError(f"{value!r} lets a variable be named {name}, which the runner or the container's "
+                         "environment uses (the job's output would set it in later steps); choose a prefix no "
+                         f"such name starts with, like the default {DEFAULT_PREFIX}")
+    return value
 
 
 def _json(value: str) -> Any:
@@ -187,8 +197,10 @@ SETTINGS: tuple[Setting, ...] = (
             default='["python", "jobs/demo_job.py"]', parse=_json_list, needed=OPTIONAL),
     Setting("DEFAULT_VARIABLES", "default_variables", "variables every run starts with (JSON object); the "
             "request's win", default="{}", parse=_json_object, needed=OPTIONAL),
-    Setting("VARIABLE_PREFIX", "variable_prefix", "the variable name prefix", default=DEFAULT_PREFIX,
-            parse=_matching(r"[A-Za-z_][A-Za-z0-9_]*", "must match [A-Za-z_][A-Za-z0-9_]*"), needed=OPTIONAL),
+    Setting("VARIABLE_PREFIX", "variable_prefix", "the variable name prefix; refused when it lets a variable "
+            "be named like what the runner or the container's environment reads (`PATH`, `LD_*`, `PYTHON*`, "
+            "`LOADME_*`, ...)", default=DEFAULT_PREFIX,
+            parse=_prefix, needed=OPTIONAL),
     Setting("RUN_TIMEOUT_SECONDS", "run_timeout_seconds", "default deadline of a run", default="3600",
             parse=_int(1, MAX_TIMEOUT_SECONDS), needed=OPTIONAL),
     Setting("SECRET_VARIABLES", "secret_variables", "JSON object: secret variable -> name of the app setting "

@@ -23,6 +23,34 @@ MAX_VARIABLES_BYTES = 30_000
 MAX_NAME_LENGTH = 128
 
 
+# Environment names a job's variables must never be able to take: the runner's own (LOADME_*, the
+# contract), what the dynamic loader, shells and language runtimes read at start (code execution or
+# a changed trust store), proxies, and what Azure's managed identity and SDKs read. Families are
+# name prefixes: every name starting with one is refused.
+UNSAFE_NAMES = (
+    "PATH", "HOME", "SHELL", "IFS", "ENV", "BASH_ENV", "CDPATH", "PS4", "PROMPT_COMMAND", "TMPDIR", "TZ",
+    "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "GCONV_PATH", "CLASSPATH", "PERL5LIB", "PERL5OPT", "PERLLIB",
+    "RUBYOPT", "RUBYLIB", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET",
+)
+UNSAFE_FAMILIES = ("LOADME_", "LD_", "DYLD_", "PYTHON", "BASH_FUNC_", "NODE_", "JAVA_", "_JAVA_", "GLIBC_",
+                   "MALLOC_", "AZURE_", "LC_", "LANG")
+
+
+def unsafe_prefix(prefix: str) -> str:
+    """A dangerous environment name (or family, ending in `*`) that `prefix` lets a variable take;
+    "" when there is none."""
+    factory = VariableFactory(prefix)
+    for name in UNSAFE_NAMES:
+        if factory.is_name(name):
+            return name
+    for family in UNSAFE_FAMILIES:
+        if prefix.startswith(family) or factory.is_name(family + "X") or factory.is_name(family):
+            return family + "*"
+    return ""
+
+
 def variables_size(variables: Mapping[str, str]) -> int:
     """Bytes the variables take in a message (compact ASCII JSON)."""
     return len(json.dumps(variables, ensure_ascii=True, separators=(",", ":")))

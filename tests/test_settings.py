@@ -109,6 +109,21 @@ def test_function_app_takes_its_trigger_parameters_from_the_table() -> None:
     assert value("VARIABLE_PREFIX", {}) == "___" and value("VARIABLE_PREFIX", {"VARIABLE_PREFIX": "1bad"}) == "___"
 
 
+@pytest.mark.parametrize(("prefix", "name"), [
+    ("P", "PATH"), ("LD_", "LD_*"), ("PY", "PYTHON*"), ("LOADME_", "LOADME_*"), ("LOAD", "LOADME_*"),
+    ("H", "HOME"), ("IDENTITY_", "IDENTITY_ENDPOINT"), ("AZ", "AZURE_*"), ("_", "_JAVA_*"),
+])
+def test_a_prefix_that_lets_a_variable_take_a_dangerous_name_is_refused(prefix: str, name: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_mapping({**VALID, "VARIABLE_PREFIX": prefix})
+    assert f"VARIABLE_PREFIX: {prefix!r} lets a variable be named {name}," in str(err.value)
+
+
+@pytest.mark.parametrize("prefix", ["___", "__", "JOB_", "Job", "MY_", "X"])
+def test_prefixes_that_form_no_dangerous_name_are_accepted(prefix: str) -> None:
+    assert Settings.from_mapping({**VALID, "VARIABLE_PREFIX": prefix}).variable_prefix == prefix
+
+
 def test_secret_variables_bound_to_images_and_the_old_form_together() -> None:
     env = {**VALID, "ALLOWED_IMAGES": json.dumps(["loadme-runner", "myacr.azurecr.io/jobs/"]),
            "MY_TOKEN": "hunter2-value", "MY_DB": "db-password-value",
