@@ -2,7 +2,8 @@
 
 Body: `{"variables": {"___Name": "value"}, "secrets": [names], "image": str, "command": [str],
 "steps": [{"image", "command", "secrets"}], "timeout_seconds": int}`; all optional. A step's container
-gets the run's `secrets` and its own, and no other secret; an image outside ALLOWED_IMAGES is a 403.
+gets the run's `secrets` and its own, and no other secret; an image outside ALLOWED_IMAGES is a 403,
+and so is a secret named for an image SECRET_VARIABLES does not bind it to.
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def start_request_from_object(data: Any, settings: Settings, factory: VariableFa
             raise RequestError(403, f"{where} {step.image!r} is not allowed: ALLOWED_IMAGES allows "
                                     f"{settings.allowed_images.describe()} (an operator adds a registry or "
                                     "repository there)")
+        for name in step.secrets:
+            if refusal := settings.secret_variables.refusal(name, step.image):
+                where = "" if len(steps) == 1 and "steps" not in data else f"steps[{index}]: "
+                raise RequestError(403, where + refusal)
     if plan_size(steps) > MAX_PLAN_BYTES:
         raise RequestError(413, f"the steps take {plan_size(steps)} bytes; the limit is {MAX_PLAN_BYTES}")
     timeout = data.get("timeout_seconds", settings.run_timeout_seconds)

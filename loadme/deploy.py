@@ -16,6 +16,7 @@ from loadme.executors import ContainerSpec
 from loadme.journal import Event, EventType, RunState
 from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name, log_blob_name
 from loadme.run_index import ActiveStep
+from loadme.secret_binding import SecretVariables
 from loadme.tokens import result_token
 
 logger = logging.getLogger(__name__)
@@ -60,12 +61,16 @@ def build_container_spec(ctx: Context, msg: StepMessage) -> ContainerSpec:
     )
 
 
-def _secrets_of(plan: StepPlan, known: dict[str, str]) -> dict[str, str]:
+def _secrets_of(plan: StepPlan, known: SecretVariables) -> dict[str, str]:
     """The secret values the step named, and no others. Raises DeployRejected for a name the app no
-    longer knows (SECRET_VARIABLES changed after the run was requested)."""
+    longer knows (SECRET_VARIABLES changed after the run was requested), or one SECRET_VARIABLES no
+    longer binds to the step's image: the request was checked, the settings may have changed since."""
     missing = [name for name in plan.secrets if name not in known]
     if missing:
         raise DeployRejected(f"the step asks for secret(s) {', '.join(missing)}, which SECRET_VARIABLES no longer has")
+    for name in plan.secrets:
+        if refusal := known.refusal(name, plan.image):
+            raise DeployRejected(refusal)
     return {name: known[name] for name in plan.secrets}
 
 

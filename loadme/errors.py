@@ -45,3 +45,13 @@ class DeployRejected(LoadmeError):
 
 class QuotaExceeded(TransientError):
     """The subscription is out of container-group quota: retry later, with a delay."""
+
+
+class SecretInOutput(VariableError):
+    """A job reported output variables whose values contain a secret it was given; `names` are theirs."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        super().__init__(
+            f"output variable(s) {', '.join(names)} refused: the value contains a secret the step was given "
+            "(secrets never leave a step through variables); the step's output was not taken")

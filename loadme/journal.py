@@ -66,7 +66,7 @@ class EventType(StrEnum):
     REOPENED = "reopened"  # a requeue undid the end the poisoning had caused
 
 
-_JSON_FIELDS = ("variables", "steps", "ignored", "secrets")
+_JSON_FIELDS = ("variables", "steps", "ignored", "refused", "secrets")
 _TIMELINE_HIDDEN = ("variables", "steps", "digest", "fingerprint")
 _ORDER: dict[str, int] = {e.value: i for i, e in enumerate(EventType)}
 _RUN_STEP = 0  # events of the run as a whole (requested, terminal) are recorded on step 0

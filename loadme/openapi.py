@@ -82,7 +82,8 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                     "202": _json("Run accepted", "Started",
                                  {"Location": {"schema": {"type": "string"}, "description": "The status URL"}}),
                     "400": _error("Invalid request: the message names the problem"),
-                    "403": _error("An image outside ALLOWED_IMAGES"),
+                    "403": _error("An image outside ALLOWED_IMAGES, or a secret named for an image SECRET_VARIABLES "
+                                  "does not bind it to (the message names the secret, the image and the setting)"),
                     "413": _error(f"Body over {MAX_BODY_BYTES} bytes or variables over their bound"),
                     "415": _error("Content-Type is not application/json"),
                     "422": _error("Idempotency-Key reused with a different request"),
@@ -225,7 +226,9 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                 "run_id": {"type": "string"}, "state": {"type": "string", "enum": ["cancelled"]},
                 "status_url": {"type": "string"}}},
             "Event": {"type": "object", "required": ["at", "step", "event"], "properties": {
-                "at": {"type": "string"}, "step": {"type": "integer"}, "event": {"type": "string"}},
+                "at": {"type": "string"}, "step": {"type": "integer"}, "event": {"type": "string"},
+                "refused": {"type": "array", "items": {"type": "string"},
+                            "description": "result: output variables refused for holding a secret (names only)"}},
                 "additionalProperties": True},
             "RunStatus": {
                 "type": "object",

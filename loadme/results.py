@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from loadme.context import Context
 from loadme.envelope import RemovalMessage, ResultMessage, StepMessage, StepPlan, bounded_tail
-from loadme.errors import VariableError
+from loadme.errors import SecretInOutput, VariableError
 from loadme.journal import Event, EventType, RunState
 from loadme.runs import reserved_variables
 from loadme.tokens import verify_result_token
@@ -54,11 +54,17 @@ def accept_result(ctx: Context, msg: ResultMessage) -> FollowUps:
     if terminal is not None:
         logger.warning("late result ignored: run is already %s", terminal.details.get("state"), extra=log)
         return FollowUps(removals=[RemovalMessage(msg.run_id, msg.step, "late_result")])
+    given = _secrets_given(ctx, deployed, msg.step)
+    refused: list[str] | None = None
     try:
-        merged, ignored = ctx.variables.merge_job_output(deployed.details["variables"], msg.variables)
+        merged, ignored = ctx.variables.merge_job_output(deployed.details["variables"], msg.variables, given)
         reason = ""
     except VariableError as exc:
         merged, ignored, reason = deployed.details["variables"], [], exc.message
+        if isinstance(exc, SecretInOutput):
+            refused = exc.names
+            logger.warning("result refused: output variable(s) %s contain a secret the step was given",
+                           ", ".join(exc.names), extra=log)
     if ignored:
         logger.warning("job output ignored for reserved, secret or invalid names: %s", ", ".join(ignored),
                        extra=log)
@@ -66,12 +72,24 @@ def accept_result(ctx: Context, msg: ResultMessage) -> FollowUps:
     exit_code = msg.exit_code if not reason else (msg.exit_code or 1)
     journal.record(
         msg.run_id, msg.step, EventType.RESULT, exit_code=exit_code, variables=merged, ignored=ignored,
-        digest=digest, finished_at=msg.finished_at, log_tail=tail, reason=reason, log_uploaded=msg.log_uploaded,
+        refused=refused, digest=digest, finished_at=msg.finished_at, log_tail=tail, reason=reason,
+        log_uploaded=msg.log_uploaded,
     )
     accepted = journal.get(msg.run_id, msg.step, EventType.RESULT)
     assert accepted is not None
     logger.info("result accepted: exit code %d", exit_code, extra=log)
     return _follow_ups(ctx, deployed, accepted)
+
+
+def _secrets_given(ctx: Context, deployed: Event, step: int) -> list[str]:
+    """The values of the secrets the step's container was given (its plan's names, as deployed).
+
+    A job's output is held against these and no others: a refusal then tells the job nothing about
+    a secret it was not given.
+    """
+    plan = StepPlan.from_dict(deployed.details["steps"][step - 1])
+    known = ctx.settings.secret_variables
+    return [known[name] for name in plan.secrets if name in known]
 
 
 def _follow_ups(ctx: Context, deployed: Event, accepted: Event) -> FollowUps:

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loadme.errors import SettingsError, VariableError
-from loadme.variables import DEFAULT_PREFIX, VariableFactory
+from loadme.variables import DEFAULT_PREFIX, VariableFactory, unsafe_prefix
 
 if TYPE_CHECKING:  # imported where settings are built: `function_app.py` imports this module to index
     from loadme.admission import Limits
     from loadme.images import ImagePolicy
+    from loadme.secret_binding import SecretVariables
 
 PREFIX_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MIN_RESULT_KEY_LENGTH = 32
@@ -66,6 +67,16 @@ def _matching(pattern: str, problem: str) -> Callable[[str], str]:
     return parse
 
 
+def _prefix(value: str) -> str:
+    if not PREFIX_PATTERN.fullmatch(value):
+        raise ValueError("must match [A-Za-z_][A-Za-z0-9_]*")
+    if name := unsafe_prefix(value):
+        raise ValueError(f"{value!r} lets a variable be named {name}, which the runner or the container's "
+                         "environment uses (the job's output would set it in later steps); choose a prefix no "
+                         f"such name starts with, like the default {DEFAULT_PREFIX}")
+    return value
+
+
 def _json(value: str) -> Any:
     try:
         return json.loads(value)
@@ -77,6 +88,13 @@ def _json_object(value: str) -> dict[str, str]:
     data = _json(value)
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ValueError("must be a JSON object of strings")
+    return data
+
+
+def _json_secret_map(value: str) -> dict[str, Any]:
+    data = _json(value)
+    if not isinstance(data, dict):
+        raise ValueError("must be a JSON object of secret variable -> setting name or {\"setting\", \"images\"}")
     return data
 
 
@@ -179,12 +197,16 @@ SETTINGS: tuple[Setting, ...] = (
             default='["python", "jobs/demo_job.py"]', parse=_json_list, needed=OPTIONAL),
     Setting("DEFAULT_VARIABLES", "default_variables", "variables every run starts with (JSON object); the "
             "request's win", default="{}", parse=_json_object, needed=OPTIONAL),
-    Setting("VARIABLE_PREFIX", "variable_prefix", "the variable name prefix", default=DEFAULT_PREFIX,
-            parse=_matching(r"[A-Za-z_][A-Za-z0-9_]*", "must match [A-Za-z_][A-Za-z0-9_]*"), needed=OPTIONAL),
+    Setting("VARIABLE_PREFIX", "variable_prefix", "the variable name prefix; refused when it lets a variable "
+            "be named like what the runner or the container's environment reads (`PATH`, `LD_*`, `PYTHON*`, "
+            "`LOADME_*`, ...)", default=DEFAULT_PREFIX,
+            parse=_prefix, needed=OPTIONAL),
     Setting("RUN_TIMEOUT_SECONDS", "run_timeout_seconds", "default deadline of a run", default="3600",
             parse=_int(1, MAX_TIMEOUT_SECONDS), needed=OPTIONAL),
     Setting("SECRET_VARIABLES", "secret_variables", "JSON object: secret variable -> name of the app setting "
-            "holding its value", default="{}", parse=_json_object, needed=OPTIONAL, secret=True),
+            "holding its value (any allowed image may get it), or -> `{\"setting\": NAME, \"images\": [...]}` "
+            "(only those images may get it: entries as in `ALLOWED_IMAGES`; a request naming it for another "
+            "image gets a `403`)", default="{}", parse=_json_secret_map, needed=OPTIONAL, secret=True),
     Setting("RESULT_AUTH", "result_auth", "how the container posts its result and log: `sas` (SASes that allow "
             "only that; needs the account key) or `identity`", default="sas", parse=_choice("sas", "identity"),
             needed=OPTIONAL),
@@ -292,7 +314,7 @@ class Settings:
     storage_connection_string: str | None = field(repr=False)
     storage_account_name: str | None
     result_key: bytes = field(repr=False)
-    secret_variables: dict[str, str] = field(repr=False)
+    secret_variables: SecretVariables = field(repr=False)
     scheduled_variables: dict[str, str]
     scheduled_secrets: tuple[str, ...]
     schedule: str | None
@@ -332,7 +354,9 @@ class Settings:
                 and values["storage_account_name"]:
             problems.append(f"RESULT_AUTH: 'sas' needs an account key; with an identity-based {STORAGE_SETTING} "
                             "use RESULT_AUTH=identity")
-        values["secret_variables"] = _secrets(values["secret_variables"] or {}, prefix, env, problems)
+        values["allowed_images"] = _image_policy(values, problems)
+        values["secret_variables"] = _secrets(values["secret_variables"] or {}, prefix, env,
+                                              values["allowed_images"], problems)
         factory = VariableFactory(prefix, values["secret_variables"])
         for name, attribute in (("DEFAULT_VARIABLES", "default_variables"),
                                 ("SCHEDULED_INIT_VARIABLES", "scheduled_variables")):
@@ -340,7 +364,6 @@ class Settings:
                 factory.validate_requested(values[attribute] or {})
             except VariableError as exc:
                 problems.append(f"{name}: {exc.message}")
-        values["allowed_images"] = _image_policy(values, problems)
         values["capacity"] = Limits(values.pop("capacity_groups") or 1, values.pop("capacity_cores") or 1.0,
                                     values.pop("capacity_creates_5m") or 1, values.pop("capacity_creates_hour") or 1)
         if values["cpu"] and values["capacity"].cores < values["cpu"]:
@@ -349,6 +372,9 @@ class Settings:
         for name in values["scheduled_secrets"] or ():
             if name not in values["secret_variables"]:
                 problems.append(f"SCHEDULED_INIT_SECRETS: {name} is not one of SECRET_VARIABLES")
+            elif values["default_image"] and (refusal := values["secret_variables"].refusal(
+                    name, values["default_image"])):
+                problems.append(f"SCHEDULED_INIT_SECRETS: {refusal}; timer-started runs use DEFAULT_IMAGE")
         if problems:
             raise SettingsError(problems)
         values["container_cpu"] = float(values["cpu"])
@@ -385,19 +411,34 @@ def _aci_settings(values: dict[str, Any]) -> AciSettings:
     return AciSettings(**text, cpu=float(values.pop("cpu")), memory_gb=float(values.pop("memory_gb")))
 
 
-def _secrets(mapping: dict[str, str], prefix: str, env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
-    """SECRET_VARIABLES resolved: each variable's value is the app setting it names."""
+def _secrets(mapping: dict[str, Any], prefix: str, env: Mapping[str, str], allowed: ImagePolicy,
+             problems: list[str]) -> SecretVariables:
+    """SECRET_VARIABLES resolved: each variable's value is the app setting it names, and its images
+    (loadme.secret_binding) when bound."""
+    from loadme.secret_binding import SecretVariables, outside, parse_entry
+
     secrets: dict[str, str] = {}
-    for var_name, setting_name in mapping.items():
+    images: dict[str, ImagePolicy] = {}
+    for var_name, entry in mapping.items():
         if not var_name.startswith(prefix) or not PREFIX_PATTERN.match(var_name[len(prefix):] or "-"):
             problems.append(f"SECRET_VARIABLES: {var_name!r} is not a valid variable name")
-        elif not env.get(setting_name):
+            continue
+        setting_name, policy, wrong = parse_entry(var_name, entry)
+        problems.extend(wrong)
+        if policy is not None and allowed.entries and (never := outside(policy, allowed)):
+            problems.append(f"SECRET_VARIABLES: {var_name}: image(s) {', '.join(never)} are outside ALLOWED_IMAGES "
+                            f"({allowed.describe()}): the secret could never go there")
+        if wrong or not setting_name:
+            continue
+        if not env.get(setting_name):
             problems.append(f"SECRET_VARIABLES: {var_name} refers to setting {setting_name!r}, which is missing")
         elif env[setting_name].startswith(KEY_VAULT_REFERENCE):
             problems.append(f"SECRET_VARIABLES: {var_name}: setting {setting_name} {UNRESOLVED}")
         else:
             secrets[var_name] = env[setting_name]
-    return secrets
+            if policy is not None:
+                images[var_name] = policy
+    return SecretVariables(secrets, images)
 
 
 # ---- what function_app.py reads at import (trigger parameters) ----------------------------------

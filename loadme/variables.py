@@ -14,13 +14,41 @@ import re
 from collections.abc import Iterable, Mapping
 
 from loadme.contract import RESERVED_SUFFIXES
-from loadme.errors import VariableError
+from loadme.errors import SecretInOutput, VariableError
 
 DEFAULT_PREFIX = "___"
 # Measured as compact ASCII JSON. 30,000 leaves room in a 48 KiB queue payload for the envelope
 # and a 4 KiB log tail, and fits one Table storage string property (32 Ki UTF-16 chars).
 MAX_VARIABLES_BYTES = 30_000
 MAX_NAME_LENGTH = 128
+
+
+# Environment names a job's variables must never be able to take: the runner's own (LOADME_*, the
+# contract), what the dynamic loader, shells and language runtimes read at start (code execution or
+# a changed trust store), proxies, and what Azure's managed identity and SDKs read. Families are
+# name prefixes: every name starting with one is refused.
+UNSAFE_NAMES = (
+    "PATH", "HOME", "SHELL", "IFS", "ENV", "BASH_ENV", "CDPATH", "PS4", "PROMPT_COMMAND", "TMPDIR", "TZ",
+    "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "GCONV_PATH", "CLASSPATH", "PERL5LIB", "PERL5OPT", "PERLLIB",
+    "RUBYOPT", "RUBYLIB", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET",
+)
+UNSAFE_FAMILIES = ("LOADME_", "LD_", "DYLD_", "PYTHON", "BASH_FUNC_", "NODE_", "JAVA_", "_JAVA_", "GLIBC_",
+                   "MALLOC_", "AZURE_", "LC_", "LANG")
+
+
+def unsafe_prefix(prefix: str) -> str:
+    """A dangerous environment name (or family, ending in `*`) that `prefix` lets a variable take;
+    "" when there is none."""
+    factory = VariableFactory(prefix)
+    for name in UNSAFE_NAMES:
+        if factory.is_name(name):
+            return name
+    for family in UNSAFE_FAMILIES:
+        if prefix.startswith(family) or factory.is_name(family + "X") or factory.is_name(family):
+            return family + "*"
+    return ""
 
 
 def variables_size(variables: Mapping[str, str]) -> int:
@@ -76,6 +104,7 @@ class VariableFactory:
                 raise VariableError(f"variable {name} is a secret: it comes from app settings only")
             if not isinstance(value, str):
                 raise VariableError(f"variable {name} must be a string, got {type(value).__name__}")
+            _check_value(f"variable {name}", value)
             result[name] = value
         self.check_size(result)
         return result
@@ -87,15 +116,30 @@ class VariableFactory:
         }
 
     def merge_job_output(
-        self, state: Mapping[str, str], reported: Mapping[str, str]
+        self, state: Mapping[str, str], reported: Mapping[str, str], secrets: Iterable[str] = ()
     ) -> tuple[dict[str, str], list[str]]:
         """Merge a job's reported variables over the run's state.
 
         Reserved and secret names keep the state's value; malformed names are dropped. Returns the
-        merged variables and the names that were ignored. Raises VariableError if too large.
+        merged variables and the names that were ignored.
+
+        `secrets` are the values of the secrets the step was given. An output whose value contains
+        one of them (redact()'s rule: every non-empty secret, anywhere in the value) fails the step:
+        raises SecretInOutput naming those variables, never their values, and nothing of the
+        output is taken. Failing, not dropping, is what a pipeline's author needs: the later steps
+        expect that output, and carrying on without it (or with its old value) would hide the
+        problem behind a wrong result. Only the step's own secrets are compared, so a refusal tells
+        a job nothing about secrets it was not given. Value matching cannot catch an encoded copy
+        (base64, reversed, split over two variables): that is why secrets are bound to images
+        (SECRET_VARIABLES), and why an image that may get a secret must be trusted with it.
+
+        Raises VariableError for a value with a NUL character (no container environment can carry
+        one) or when the merged variables are too large.
         """
-        merged = dict(state)
+        taken: dict[str, str] = {}
         ignored: list[str] = []
+        refused: list[str] = []
+        values = _secret_texts(secrets)
         for name, value in reported.items():
             if (
                 not isinstance(name, str)
@@ -106,9 +150,33 @@ class VariableFactory:
             ):
                 ignored.append(str(name))
                 continue
-            merged[name] = value
+            if any(secret in value for secret in values):
+                refused.append(name)
+                continue
+            taken[name] = value
+        if refused:
+            raise SecretInOutput(refused)
+        for name, value in taken.items():
+            _check_value(f"output variable {name}", value)
+        merged = {**state, **taken}
         self.check_size(merged)
         return merged, ignored
+
+
+def _check_value(what: str, value: str) -> None:
+    """Raises VariableError when `value` has a NUL character: no process environment can carry one."""
+    if "\x00" in value:
+        raise VariableError(f"{what} has a NUL character (\\x00) in its value, which no container "
+                            "environment can carry")
+
+
+def _secret_texts(secrets: Iterable[str]) -> list[str]:
+    """The secret values to look for in text, longest first; empty values are never secrets.
+
+    One rule for redaction and for refusing outputs. A very short secret matches by chance: its
+    logs are full of `***` and its outputs are refused, loudly; operators keep secrets long.
+    """
+    return sorted((s for s in secrets if s), key=len, reverse=True)
 
 
 REDACTED = "***"
@@ -116,6 +184,6 @@ REDACTED = "***"
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """`text` with every secret value replaced by `***` (longest first, so overlaps go too)."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+    for secret in _secret_texts(secrets):
         text = text.replace(secret, REDACTED)
     return text

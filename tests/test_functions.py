@@ -13,6 +13,7 @@ from loadme.envelope import ResultMessage, StepMessage, decode
 from loadme.errors import EnvelopeError
 from loadme.names import container_group_name, log_blob_name
 from tests.support import (
+    OTHER_SECRET_VALUE,
     SECRET_VALUE,
     Out,
     http_request,
@@ -140,6 +141,56 @@ def test_failed_job_fails_the_run_and_still_removes_it(context: Context) -> None
     assert "demo job: Hello, Eve!" in context.storage.logs.download_blob(status["logs"][0]).readall().decode()
 
 
+# H2 (security review): a job given a secret copies it into an output variable to read it back.
+COPY_SECRET = ["python", "-c", "import os; open(os.environ['LOADME_OUTPUT'], 'a').write("
+               "'___Fine=ok\\n___Leak=copy:' + os.environ['___DbPassword'] + '\\n')"]
+
+
+def test_a_job_copying_its_secret_into_a_variable_fails_and_the_value_goes_nowhere(
+    context: Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    response, initjob = post_json({"secrets": ["___DbPassword"], "variables": {"___Name": "Mallory"},
+                                   "steps": [{"command": COPY_SECRET}, {"command": ["python", "jobs/demo_job.py"]}]})
+    run_id = response_json(response)["run_id"]
+    user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
+    result_text = receive_result(context, run_id)
+    assert OTHER_SECRET_VALUE in result_text  # the job did report it: stage2 is where it is stopped
+    next_step, removal = Out(), Out()
+    with caplog.at_level(logging.DEBUG):
+        user_function("stage2")(queue_message(result_text), initjob=next_step, removeinfra=removal)
+    assert next_step.get() is None  # no next step: it would have carried the variable
+    user_function("remove_infra")(queue_message(removal.get()[0]))
+    status = response_json(user_function("run_status")(
+        http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))
+    assert status["state"] == "failed"
+    assert status["reason"].startswith("output variable(s) ___Leak refused: the value contains a secret the step "
+                                       "was given")
+    result = next(e for e in status["events"] if e["event"] == "result")
+    assert result["refused"] == ["___Leak"] and result["exit_code"] == 1
+    assert "___Leak" not in status["variables"] and "___Fine" not in status["variables"]
+    assert "result refused: output variable(s) ___Leak contain a secret the step was given" in caplog.text
+    rows = json.dumps([dict(r) for r in context.storage.table.list_entities()], default=str)
+    logs = "".join(context.storage.logs.download_blob(b.name).readall().decode()
+                   for b in context.storage.logs.list_blobs())
+    for place, text in {"status": json.dumps(status), "journal rows": rows, "log lines": caplog.text,
+                        "log blobs": logs}.items():
+        assert OTHER_SECRET_VALUE not in text, place
+
+
+def test_an_output_value_with_a_nul_fails_its_step_instead_of_the_next_deployment(context: Context) -> None:
+    write_nul = ["python", "-c", "import os; open(os.environ['LOADME_OUTPUT'], 'a').write('___Bad=a\\x00b\\n')"]
+    response, initjob = post_json({"steps": [{"command": write_nul}, {"command": ["python", "jobs/demo_job.py"]}]})
+    run_id = response_json(response)["run_id"]
+    user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
+    next_step = Out()
+    user_function("stage2")(queue_message(receive_result(context, run_id)), initjob=next_step, removeinfra=Out())
+    assert next_step.get() is None
+    status = response_json(user_function("run_status")(
+        http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))
+    assert (status["state"], status["reason"]) == ("failed", "output variable ___Bad has a NUL character (\\x00) "
+                                                             "in its value, which no container environment can carry")
+
+
 @pytest.mark.parametrize("name", ["dq_init_job", "stage2", "remove_infra"])
 def test_malformed_messages_raise_with_the_reason_logged(
     context: Context, caplog: pytest.LogCaptureFixture, name: str
@@ -158,6 +209,7 @@ BAD_REQUESTS = [
     (b'{"variables": {"___RunId": "x"}}', {}, 400, "___RunId is reserved"),
     (b'{"variables": {"___ApiToken": "x"}}', {}, 400, "___ApiToken is a secret"),
     (b'{"variables": {"___A": 1}}', {}, 400, "___A must be a string"),
+    (b'{"variables": {"___A": "a\\u0000b"}}', {}, 400, "variable ___A has a NUL character"),
     (b'{"varibles": {}}', {}, 400, "unknown field(s) varibles"),
     (b'{"timeout_seconds": 0}', {}, 400, "timeout_seconds"),
     (b'{"command": "python job.py"}', {}, 400, "'command' must be an array"),

@@ -73,7 +73,10 @@ def test_variable_codec_round_trips_within_bounds(variables: dict[str, str], tai
     try:
         accepted = factory.validate_requested(variables)
     except VariableError as err:
-        assert err.status == 413 and variables_size(variables) > MAX_VARIABLES_BYTES
+        if any("\x00" in value for value in variables.values()):  # no process environment carries a NUL
+            assert err.status == 400 and "NUL character" in err.message
+        else:
+            assert err.status == 413 and variables_size(variables) > MAX_VARIABLES_BYTES
         return
     assert variables_size(accepted) <= MAX_VARIABLES_BYTES
     step = step_message(variables=accepted)

@@ -62,6 +62,23 @@ def test_real_responses_match_the_document(context: Context) -> None:
         assert code in document["paths"]["/init_job"]["post"]["responses"]
 
 
+def test_the_403_for_a_secret_bound_to_other_images_is_documented(settings_env: dict[str, str]) -> None:
+    from loadme.context import set_context
+    from loadme.settings import Settings
+
+    secrets = {"___ApiToken": {"setting": "TEST_API_TOKEN", "images": ["myacr.azurecr.io/jobs/etl"]}}
+    set_context(Context(Settings.from_mapping({**settings_env, "SECRET_VARIABLES": json.dumps(secrets),
+                                               "ALLOWED_IMAGES": json.dumps(["loadme-runner", "myacr.azurecr.io/"])})))
+    try:
+        refused, initjob = post_json({"secrets": ["___ApiToken"]})
+    finally:
+        set_context(None)
+    assert refused.status_code == 403 and initjob.get() is None
+    document = _document()
+    _check(document, "Error", response_json(refused))
+    assert "SECRET_VARIABLES" in document["paths"]["/init_job"]["post"]["responses"]["403"]["description"]
+
+
 @pytest.mark.parametrize("body", [
     {"variables": {"___A": "1"}, "steps": [{"command": ["a"], "image": "loadme-runner:2"}], "timeout_seconds": 5,
      "secrets": ["___ApiToken"]},

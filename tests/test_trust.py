@@ -105,3 +105,66 @@ def test_default_image_outside_the_allow_list_is_a_settings_error(settings_env: 
         Settings.from_mapping({**settings_env, "ALLOWED_IMAGES": json.dumps(["myacr.azurecr.io/"])})
     with pytest.raises(SettingsError, match="SCHEDULED_INIT_SECRETS: ___Missing is not one of SECRET_VARIABLES"):
         Settings.from_mapping({**settings_env, "SCHEDULED_INIT_SECRETS": json.dumps(["___Missing"])})
+
+
+def _bound(settings_env: dict[str, str]) -> dict[str, str]:
+    """___DbPassword may go to the ETL repository only; ___ApiToken keeps the old form (any allowed image)."""
+    return {**settings_env, "ALLOWED_IMAGES": json.dumps(["loadme-runner", "myacr.azurecr.io/jobs/"]),
+            "SECRET_VARIABLES": json.dumps({"___ApiToken": "TEST_API_TOKEN", "___DbPassword": {
+                "setting": "TEST_DB_PASSWORD", "images": ["myacr.azurecr.io/jobs/etl"]}})}
+
+
+@pytest.fixture
+def bound(settings_env: dict[str, str]) -> Context:
+    ctx = Context(Settings.from_mapping(_bound(settings_env)))
+    ctx.storage.ensure_resources([INITJOB_QUEUE])
+    ctx.storage.raw_queue(INITJOB_QUEUE).clear_messages()
+    set_context(ctx)
+    return ctx
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"secrets": ["___DbPassword"]},
+     "secret ___DbPassword may not go to image 'loadme-runner:test': SECRET_VARIABLES binds it to "
+     "myacr.azurecr.io/jobs/etl (an operator adds the image to its \"images\" there)"),
+    ({"secrets": ["___DbPassword"], "steps": [{"command": ["a"], "image": "myacr.azurecr.io/jobs/etl:1"},
+                                              {"command": ["b"], "image": "myacr.azurecr.io/jobs/other:1"}]},
+     "steps[2]: secret ___DbPassword may not go to image 'myacr.azurecr.io/jobs/other:1': SECRET_VARIABLES"),
+    ({"steps": [{"command": ["a"], "secrets": ["___DbPassword"]}]},
+     "steps[1]: secret ___DbPassword may not go to image 'loadme-runner:test'"),
+])
+def test_a_secret_named_for_an_image_it_is_not_bound_to_is_a_403(bound: Context, body: dict[str, object],
+                                                                 message: str) -> None:
+    before = _journal_rows(bound)
+    response, initjob = post_json(body)
+    assert response.status_code == 403
+    assert message in response_json(response)["error"]
+    assert initjob.get() is None and _queued(bound) == 0 and _journal_rows(bound) == before
+
+
+def test_bound_secrets_go_to_their_images_and_old_form_ones_anywhere_allowed(bound: Context) -> None:
+    response, initjob = post_json({"secrets": ["___ApiToken"], "steps": [
+        {"command": ["a"], "image": f"myacr.azurecr.io/jobs/etl@{DIGEST}", "secrets": ["___DbPassword"]},
+        {"command": ["b"]}]})
+    assert response.status_code == 202, response.get_body()
+    plan = json.loads(initjob.get()[0])["steps"]
+    assert [step["secrets"] for step in plan] == [["___ApiToken", "___DbPassword"], ["___ApiToken"]]
+
+
+def test_a_binding_changed_after_the_request_is_checked_again_at_deploy(trusted: Context,
+                                                                        settings_env: dict[str, str]) -> None:
+    from tests.support import Out, http_request, queue_message, user_function
+
+    response, initjob = post_json({"secrets": ["___DbPassword"]})  # unbound when requested
+    assert response.status_code == 202
+    run_id = response_json(response)["run_id"]
+    ctx = Context(Settings.from_mapping(_bound(settings_env)))
+    set_context(ctx)
+    user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
+    assert ctx.executor.list_owned() == []
+    status = response_json(user_function("run_status")(http_request("GET", f"runs/{run_id}",
+                                                                     route_params={"run_id": run_id})))
+    assert status["state"] == "failed"
+    assert status["reason"] == ("cannot deploy step 1: secret ___DbPassword may not go to image 'loadme-runner:test': "
+                                "SECRET_VARIABLES binds it to myacr.azurecr.io/jobs/etl (an operator adds the image "
+                                "to its \"images\" there)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loadme.contract import parse_output_lines
-from loadme.errors import VariableError
+from loadme.errors import SecretInOutput, VariableError
 from loadme.variables import MAX_VARIABLES_BYTES, VariableFactory, redact, variables_size
 
 factory = VariableFactory("___", secret_names=["___ApiToken"])
@@ -94,3 +94,23 @@ def test_redact_replaces_longest_secret_first() -> None:
 def test_output_values_may_hold_unicode_line_separators() -> None:
     found, bad = parse_output_lines("___A=one\u2028two\x0bthree\r\n___B=x\n")
     assert found == {"___A": "one\u2028two\x0bthree", "___B": "x"} and bad == []
+
+
+def test_an_output_holding_a_secret_the_step_was_given_is_refused_by_name() -> None:
+    state = {"___RunId": "r1", "___A": "1"}
+    reported = {"___Leak": "x-hunter2-value-y", "___Copy": "hunter2-value", "___Fine": "ok", "___A": "2"}
+    with pytest.raises(SecretInOutput) as err:
+        factory.merge_job_output(state, reported, ["hunter2-value", ""])
+    assert err.value.names == ["___Leak", "___Copy"]
+    assert err.value.status == 400 and "hunter2" not in err.value.message
+    assert err.value.message.startswith("output variable(s) ___Leak, ___Copy refused: the value contains a secret")
+    # Only the step's own secrets count; an empty secret value never matches anything.
+    merged, ignored = factory.merge_job_output(state, reported, ["another-secret", ""])
+    assert merged["___Leak"] == "x-hunter2-value-y" and ignored == []
+
+
+def test_nul_characters_are_refused_in_requested_and_output_values() -> None:
+    with pytest.raises(VariableError, match=r"variable ___A has a NUL character \(\\x00\) in its value"):
+        factory.validate_requested({"___A": "a\x00b"})
+    with pytest.raises(VariableError, match=r"output variable ___B has a NUL character"):
+        factory.merge_job_output({}, {"___B": "\x00"})
