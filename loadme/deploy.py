@@ -11,13 +11,14 @@ from loadme.admission import order_key
 from loadme.container_env import RunnerControls, container_environment
 from loadme.context import Context
 from loadme.envelope import RemovalMessage, StepMessage, StepPlan, parse_time
-from loadme.errors import DeployRejected, QuotaExceeded
+from loadme.errors import DeployRejected, QuotaExceeded, UntrustedMessage
 from loadme.executors import ContainerSpec
 from loadme.journal import Event, EventType, RunState
 from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name, log_blob_name
 from loadme.run_index import ActiveStep
 from loadme.secret_binding import SecretVariables
 from loadme.tokens import result_token
+from loadme.trust import check_step_message
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,25 @@ def _started_before(ctx: Context, msg: StepMessage) -> str:
     return ""
 
 
+def _journal_backs(ctx: Context, msg: StepMessage) -> None:
+    """Deploy only what the journal holds (loadme.trust): anyone with queue rights can add to `initjob`.
+    Raises UntrustedMessage, which is logged here: the run it names may be another's, so it is not touched."""
+    try:
+        check_step_message(ctx, msg)
+    except UntrustedMessage as exc:
+        logger.error("initjob message refused, nothing deployed: %s", exc,
+                     extra={"run_id": msg.run_id, "step": msg.step})
+        raise
+
+
+def _image_still_allowed(ctx: Context, plan: StepPlan) -> None:
+    """The API checked the image when the run was requested; ALLOWED_IMAGES may have changed since.
+    Raises DeployRejected (the run fails with the reason)."""
+    policy = ctx.settings.allowed_images
+    if not policy.allows(plan.image):
+        raise DeployRejected(f"image {plan.image!r} is no longer allowed: ALLOWED_IMAGES allows {policy.describe()}")
+
+
 def admission_order(msg: StepMessage) -> str:
     """Where the step stands in the line for capacity: its run's submission time, run, step."""
     return order_key(parse_time(msg.created_at), msg.run_id, msg.step)
@@ -145,9 +165,11 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
 
     A step that finds no capacity waits (loadme.admission): its message comes back later and no
     dequeue attempt is spent. Returns removal messages when a failed deployment may have left
-    something behind. Raises TransientError so the host retries the message.
+    something behind. Raises TransientError so the host retries the message, UntrustedMessage
+    (nothing deployed, no run touched: it ends in poison) for a message the journal does not back.
     """
     log = {"run_id": msg.run_id, "step": msg.step}
+    _journal_backs(ctx, msg)
     journal = ctx.journal
     order = admission_order(msg)
     terminal = journal.terminal(msg.run_id)
@@ -168,6 +190,7 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
         logger.warning("deadline passed before deployment", extra=log)
         return []
     try:
+        _image_still_allowed(ctx, msg.plan)
         spec = build_container_spec(ctx, msg)
     except DeployRejected as exc:
         journal.finish(msg.run_id, RunState.FAILED, f"cannot deploy step {msg.step}: {exc}", step=msg.step)

@@ -3,8 +3,9 @@
 Every message is compact JSON with a minimal header (`schema`, `kind`, `run_id`, `step`) and the
 fields of its kind; on the wire the queue text is base64 of that JSON (the Functions host's default
 `messageEncoding`). Decoding is derived from the dataclass fields and is strict: an unknown schema
-version or kind, a missing field, an unexpected field or a wrong type raises EnvelopeError, so the
-host moves the message to poison. A field with a default may be absent (added in a later release).
+version or kind, a missing field, an unexpected field, a wrong type, or a header the app cannot have
+written (a run id that is not one, a step outside 1..999) raises EnvelopeError, so the host moves
+the message to poison. A field with a default may be absent (added in a later release).
 
 Schema 2 (this one) replaced schema 1, whose messages all carried the whole header with
 placeholder values; a schema 1 message is refused as unknown.
@@ -24,6 +25,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from loadme.errors import EnvelopeError
+from loadme.names import MAX_STEP, is_run_id
 
 SCHEMA_VERSION = 2
 # Bounds that keep every message under the queue's 64 KiB (48 KiB of JSON before base64): the
@@ -151,10 +153,21 @@ def decode[M: Message](text: str | bytes, expected: type[M]) -> M:
         raise EnvelopeError(f"{kind} message fields: missing {missing}, unexpected {extra}")
     hints = _type_hints(expected)
     values = {name: _field_value(name, hints[name], value, fields[name].metadata) for name, value in data.items()}
+    _check_header(values["run_id"], values["step"])
     message = expected(**values)
     if isinstance(message, StepMessage) and not 1 <= message.step <= len(message.steps):
         raise EnvelopeError(f"step {message.step} is outside the run's {len(message.steps)} steps")
     return message
+
+
+def _check_header(run_id: str, step: int) -> None:
+    """Refuse a header the app cannot have written, before anything reads or writes storage with it:
+    the run id names a journal partition (an index partition such as `idx-active` is not one)."""
+    if not is_run_id(run_id):
+        # The text is the sender's: the reason (and the log line it ends up in) shows only its start.
+        raise EnvelopeError(f"field 'run_id' must be a run id (32 lowercase hex characters), got {run_id[:40]!r}")
+    if not 1 <= step <= MAX_STEP:
+        raise EnvelopeError(f"field 'step' must be from 1 to {MAX_STEP}, got {step}")
 
 
 _HINTS: dict[type[Message], dict[str, Any]] = {}

@@ -35,6 +35,11 @@ class EnvelopeError(LoadmeError):
     """A queue message is malformed or has an unknown schema version (it belongs in the poison queue)."""
 
 
+class UntrustedMessage(EnvelopeError):
+    """A well-formed `initjob` message the journal does not back (an unknown run, another plan or other
+    variables than the app journaled): nothing is deployed and no run is touched; it ends in poison."""
+
+
 class TransientError(LoadmeError):
     """A dependency failed in a way worth retrying (throttling, 5xx, timeout): raise so the host retries."""
 

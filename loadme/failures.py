@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from loadme.context import get_context
 from loadme.envelope import Message
+from loadme.trust import may_note_failure
 from loadme.variables import redact
 
 logger = logging.getLogger(__name__)
@@ -31,14 +32,22 @@ def describe(exc: BaseException, secrets: list[str]) -> str:
 
 @contextmanager
 def failures_noted(queue: str, message: Message, delivery: int | None) -> Iterator[None]:
-    """Run a handler; if it raises, note the error on the message's run, then let it propagate."""
+    """Run a handler; if it raises, note the error on the message's run, then let it propagate.
+
+    Only a message that speaks for its run is noted (loadme.trust.may_note_failure): a forged one
+    names a run of the sender's choosing, which its failures must not touch.
+    """
     try:
         yield
     except Exception as exc:
         try:
             ctx = get_context()
-            ctx.journal.note_failure(message.run_id, message.step, queue, describe(exc, ctx.settings.secret_values),
-                                     delivery)
+            if may_note_failure(ctx, message, exc):
+                ctx.journal.note_failure(message.run_id, message.step, queue,
+                                         describe(exc, ctx.settings.secret_values), delivery)
+            else:
+                logger.warning("failed delivery not noted: the %s message does not speak for its run", queue,
+                               extra={"run_id": message.run_id, "step": message.step})
         except Exception as note_error:  # noqa: BLE001 - the handler's own error is the one that matters
             logger.warning("could not note the failed delivery: %s", note_error,
                            extra={"run_id": message.run_id, "step": message.step})

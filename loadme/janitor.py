@@ -13,7 +13,8 @@ same with a hundred or a million past runs. Using the journal it decides:
 - a step whose deployment ARM accepted and then failed: for want of quota it waits in line again,
   otherwise the run `failed` with ARM's error;
 - an active step past its deadline whose group never appeared: the run `timed_out`;
-- a message in a `-poison` queue: its run `failed` with the reason (the first outcome wins);
+- a message in a `-poison` queue: its run `failed` with the reason (the first outcome wins), if the
+  message speaks for that run (loadme.trust: a result with its token, a step message the journal backs);
 - runs older than RUN_RETENTION_DAYS: their journal rows, index rows and logs deleted.
 It reports each poison queue's depth and oldest message age and the groups alive (telemetry).
 Every decision is idempotent: terminal rows are insert-only and removals are idempotent.
@@ -33,6 +34,7 @@ from loadme.executors import OwnedGroup
 from loadme.journal import Event, EventType, Journal, RunState
 from loadme.names import parse_container_group, poison_queue
 from loadme.poison import KINDS, MAX_PEEK, PoisonStats, decode_poisoned, poison_stats, poisoned_reason
+from loadme.trust import untrusted_reason
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +208,11 @@ def _record_poisoned_runs(ctx: Context, report: JanitorReport) -> None:
             poisoned, _ = decode_poisoned(queue, message.content)
             if poisoned is None:
                 continue  # no run to attribute it to; counted in the poison stats
+            untrusted = untrusted_reason(ctx, poisoned)
+            if untrusted:  # a forged message names a run of its sender's choosing: leave that run alone
+                logger.warning("janitor: poisoned %s message left out: %s", queue, untrusted,
+                               extra={"run_id": poisoned.run_id, "step": poisoned.step})
+                continue
             if ctx.journal.finish(poisoned.run_id, RunState.FAILED, poisoned_reason(queue, poisoned.step),
                                   step=poisoned.step):
                 report.failed.append(poisoned.run_id)

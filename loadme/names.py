@@ -13,6 +13,7 @@ OWNER_TAG = "loadme-owner"
 OWNER_TAG_VALUE = "loadme"
 
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+MAX_STEP = 999  # the most steps a container group name can number (and a run can have)
 GROUP_NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-)){0,61}[a-z0-9]$")
 _GROUP_PREFIX = "loadme-"
 
@@ -31,7 +32,7 @@ def run_id_for_idempotency_key(key: str) -> str:
 
 def is_run_id(value: str) -> bool:
     """True when `value` has the shape of a run id."""
-    return bool(RUN_ID_PATTERN.match(value))
+    return bool(RUN_ID_PATTERN.fullmatch(value))  # not `match`: `$` also matches before a final newline
 
 
 def container_group_name(run_id: str, step: int) -> str:
@@ -41,7 +42,7 @@ def container_group_name(run_id: str, step: int) -> str:
     """
     if not is_run_id(run_id):
         raise ValueError(f"not a run id: {run_id!r}")
-    if not 1 <= step <= 999:
+    if not 1 <= step <= MAX_STEP:
         raise ValueError(f"step out of range: {step}")
     name = f"{_GROUP_PREFIX}{run_id}-{step}"
     assert GROUP_NAME_PATTERN.match(name), name

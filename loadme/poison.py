@@ -7,6 +7,8 @@ cannot be decoded). The janitor records its run `failed` ("... was poisoned"). A
 - requeue a message: it goes back to its queue; if the janitor had failed its run only because of
   this poisoning, the run is reopened, so the retry can finish it;
 - drop a message: it is deleted; its run, if still open, is recorded `failed` with the reason.
+A message that does not speak for the run it names (loadme.trust: a forged one) is requeued or
+dropped without touching that run.
 Both are idempotent (a repeat returns the first outcome) and recorded in the journal's operations
 partition and the run's timeline.
 """
@@ -23,6 +25,7 @@ from loadme.envelope import Message, RemovalMessage, ResultMessage, StepMessage,
 from loadme.errors import EnvelopeError, RequestError
 from loadme.journal import EventType, RunState
 from loadme.names import INITJOB_QUEUE, REMOVEINFRA_QUEUE, STAGE2_QUEUE, TRIGGER_QUEUES, poison_queue
+from loadme.trust import untrusted_reason
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +108,11 @@ def _describe(ctx: Context, queue: str, message: Any, now: datetime) -> dict[str
     step = decoded.step if decoded else None
     if decoded is not None:
         failure = ctx.journal.failure(decoded.run_id, decoded.step, queue)
-        error = failure.details.get("error", "") if failure else "no failure was recorded (the host's log has it)"
+        error = failure.details.get("error", "") if failure else ""
+        if not error:
+            untrusted = untrusted_reason(ctx, decoded)
+            error = (f"not backed by its run: {untrusted}" if untrusted
+                     else "no failure was recorded (the host's log has it)")
     inserted = message.inserted_on
     return {
         "id": message.id, "kind": KINDS[queue].KIND, "run_id": run_id, "step": step, "error": error,
@@ -125,7 +132,7 @@ def requeue(ctx: Context, queue: str, message_id: str) -> dict[str, Any]:
     message = _take(ctx, queue, message_id)
     decoded, _ = decode_poisoned(queue, message.content)
     reopened = False
-    if decoded is not None:
+    if decoded is not None and not untrusted_reason(ctx, decoded):  # a forged message reopens no run
         reopened = ctx.journal.reopen(decoded.run_id, poisoned_reason(queue, decoded.step))
         ctx.journal.note(decoded.run_id, decoded.step, EventType.REQUEUED, queue=queue, message_id=message_id,
                          reopened=reopened)
@@ -148,7 +155,7 @@ def drop(ctx: Context, queue: str, message_id: str) -> dict[str, Any]:
         return done
     message = _take(ctx, queue, message_id)
     decoded, _ = decode_poisoned(queue, message.content)
-    if decoded is not None:
+    if decoded is not None and not untrusted_reason(ctx, decoded):  # a forged message fails no run
         ctx.journal.finish(decoded.run_id, RunState.FAILED,
                            f"{queue} message for step {decoded.step} was dropped from {poison_queue(queue)}",
                            step=decoded.step)

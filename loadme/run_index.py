@@ -304,7 +304,25 @@ class RunIndex:
             return
 
     def active(self) -> list[ActiveStep]:
-        """Every step that may have a container group."""
+        """Every step that may have a container group. A row `activate` did not write is logged and
+        left out: the janitor reads this partition every tick, and one bad row must not stop it."""
         rows = self._table.query_entities("PartitionKey eq @p", parameters={"p": ACTIVE})
-        return [ActiveStep(str(e["run_id"]), int(e["step"]), str(e["deadline"]), str(e["container_group"]))
-                for e in rows]
+        return [step for step in map(_active_step, rows) if step is not None]
+
+
+def _active_step(entity: Any) -> ActiveStep | None:
+    """An `idx-active` row as `RunIndex.activate` writes it, or None (logged) for any other row."""
+    from loadme.envelope import parse_time
+    from loadme.errors import EnvelopeError
+
+    try:
+        run_id, step, deadline, group = (entity["run_id"], entity["step"], entity["deadline"],
+                                         entity["container_group"])
+        if not (isinstance(run_id, str) and type(step) is int and isinstance(deadline, str) and isinstance(group, str)):
+            raise TypeError("a field has the wrong type")
+        parse_time(deadline)  # the janitor compares it with the time every tick
+    except (KeyError, TypeError, ValueError, EnvelopeError) as exc:
+        logger.error("index: skipping a row of %s that is not an active step (RowKey %r): %s",
+                     ACTIVE, str(entity.get("RowKey", ""))[:80], exc)
+        return None
+    return ActiveStep(run_id, step, deadline, group)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+
+TOKEN_PATTERN = re.compile(r"[0-9a-f]{64}")  # what result_token makes: a SHA-256 hexdigest
 
 
 def result_token(key: bytes, run_id: str, step: int) -> str:
@@ -16,5 +19,9 @@ def result_token(key: bytes, run_id: str, step: int) -> str:
 
 
 def verify_result_token(key: bytes, run_id: str, step: int, token: str) -> bool:
-    """True when `token` is the right one for (run id, step); constant time."""
-    return hmac.compare_digest(result_token(key, run_id, step), token)
+    """True when `token` is the right one for (run id, step); constant time. Never raises: anything
+    that is not 64 lowercase hex characters is refused before any HMAC is computed."""
+    if not isinstance(token, str) or not TOKEN_PATTERN.fullmatch(token):
+        # compare_digest raises TypeError on a str with non-ASCII characters; the format itself is public.
+        return False
+    return hmac.compare_digest(result_token(key, run_id, step).encode("ascii"), token.encode("ascii"))

@@ -100,3 +100,20 @@ def test_a_field_with_a_default_may_be_absent_but_not_one_without() -> None:
 
 def test_token_is_not_in_repr() -> None:
     assert "t" * 64 not in repr(RESULT)
+
+
+@pytest.mark.parametrize("message", [STEP, RESULT, REMOVAL])
+@pytest.mark.parametrize(("header", "reason"), [
+    ({"run_id": "idx-active"}, "'run_id' must be a run id (32 lowercase hex characters), got 'idx-active'"),
+    ({"run_id": "idx-day-20261125"}, "'run_id' must be a run id"),
+    ({"run_id": "A" * 32}, "'run_id' must be a run id"),
+    ({"run_id": "a" * 32 + "\n"}, "'run_id' must be a run id"),
+    ({"run_id": "x" * 5000}, f"got '{'x' * 40}'$"),  # the sender's text is cut short in the reason
+    ({"step": 0}, "'step' must be from 1 to 999, got 0"),
+    ({"step": 1000}, "'step' must be from 1 to 999, got 1000"),
+])
+def test_every_kind_refuses_a_header_the_app_cannot_have_written(
+        message: StepMessage | ResultMessage | RemovalMessage, header: dict[str, object], reason: str) -> None:
+    data = {**json.loads(message.to_json()), **header}
+    with pytest.raises(EnvelopeError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        decode(json.dumps(data), type(message))

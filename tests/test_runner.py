@@ -52,7 +52,7 @@ class FakeStorage:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.url = f"{self.base}/devstoreaccount1/stage2/messages"
-        self.log_url = f"{self.base}/devstoreaccount1/loadme-logs/{'r' * 32}/step-001.log"
+        self.log_url = f"{self.base}/devstoreaccount1/loadme-logs/{'e' * 32}/step-001.log"
 
     def of(self, method: str) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["method"] == method]
@@ -76,7 +76,7 @@ def _env(storage: FakeStorage) -> dict[str, str]:
         "PATH": "/usr/bin:/bin", "LOADME_PREFIX": "___", "LOADME_RESULT_URL": storage.url,
         "LOADME_RESULT_AUTH": "sas", "LOADME_RESULT_SAS": "sv=2021&sig=abc", "LOADME_RESULT_TOKEN": "tok",
         "LOADME_LOG_URL": storage.log_url, "LOADME_LOG_SAS": "sv=2021&sig=blob", "LOADME_SECRET_NAMES": "___Pw",
-        "___Pw": "pw-value-123", "___RunId": "r" * 32, "___Step": "1",
+        "___Pw": "pw-value-123", "___RunId": "e" * 32, "___Step": "1",
         "___CreatedAt": "2026-01-01T00:00:00+00:00", "___Deadline": "2026-01-01T01:00:00+00:00",
     }
 
@@ -95,7 +95,7 @@ def test_uploads_the_whole_redacted_log_then_posts_variables_exit_code_and_tail(
            "open(os.environ['LOADME_OUTPUT'], 'a').write('___Out=42\\n___Pw=stolen\\n'); raise SystemExit(2)"]
     assert runner.main(job, _env(storage), sleep=lambda s: None) == 2
     [upload] = storage.of("PUT")
-    assert upload["path"] == f"/devstoreaccount1/loadme-logs/{'r' * 32}/step-001.log?sv=2021&sig=blob"
+    assert upload["path"] == f"/devstoreaccount1/loadme-logs/{'e' * 32}/step-001.log?sv=2021&sig=blob"
     assert upload["headers"]["x-ms-blob-type"] == "BlockBlob"
     log = upload["body"].decode()
     assert "pw is ***" in log and "x" * 70000 in log and "job exited 2" in log  # whole, not a tail
@@ -137,7 +137,7 @@ def test_unreachable_storage_is_retried_then_exit_75(capsys: Any) -> None:
     base = "http://127.0.0.1:9/devstoreaccount1"
     env = {"PATH": "/usr/bin:/bin", "LOADME_PREFIX": "___", "LOADME_RESULT_URL": f"{base}/stage2/messages",
            "LOADME_RESULT_AUTH": "sas", "LOADME_RESULT_SAS": "s", "LOADME_RESULT_TOKEN": "t",
-           "LOADME_LOG_URL": f"{base}/logs/x.log", "LOADME_LOG_SAS": "s", "___RunId": "r" * 32, "___Step": "1",
+           "LOADME_LOG_URL": f"{base}/logs/x.log", "LOADME_LOG_SAS": "s", "___RunId": "e" * 32, "___Step": "1",
            "___CreatedAt": "2026-01-01T00:00:00+00:00", "___Deadline": "2026-01-01T01:00:00+00:00"}
     code = runner.main(["true"], env, sleep=delays.append)
     assert code == runner.EXIT_POST_FAILED
@@ -162,7 +162,7 @@ def test_identity_mode_uses_a_managed_identity_token_for_log_and_result(storage_
     assert parse_qs(urlsplit(token_request["path"]).query) == {
         "api-version": ["2018-02-01"], "resource": ["https://storage.azure.com/"], "client_id": ["client-id-1"]}
     [upload], [post] = storage.of("PUT"), storage.of("POST")
-    assert upload["path"] == f"/devstoreaccount1/loadme-logs/{'r' * 32}/step-001.log"  # no SAS in the URL
+    assert upload["path"] == f"/devstoreaccount1/loadme-logs/{'e' * 32}/step-001.log"  # no SAS in the URL
     assert post["path"] == "/devstoreaccount1/stage2/messages"
     assert upload["headers"]["Authorization"] == post["headers"]["Authorization"] == "Bearer imds-token-123"
     assert post["headers"]["x-ms-version"] == runner.QUEUE_API_VERSION
