@@ -97,8 +97,27 @@ def _key(created_at: str, run_id: str) -> tuple[str, str]:
     return day_partition(_created(created_at).date()), _row_key(created_at, run_id)
 
 
-def _indexed(entity: Any) -> IndexedRun:
-    return IndexedRun(**{name: entity[name] for name in _INDEX_FIELDS if name in entity})
+_INDEX_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "created_at": (str,), "state": (str,), "trigger": (str,), "steps": (int,), "image": (str,),
+    "ended_at": (str, type(None)), "duration_seconds": (float, int, type(None)), "exit_code": (int, type(None)),
+    "reason": (str,),
+}
+
+
+def _indexed(entity: Any) -> IndexedRun | None:
+    """A day row as `RunIndex.add` writes it, or None (logged) for any other row: one bad row never
+    stops a listing, the stats or retention."""
+    values = {name: entity[name] for name in _INDEX_FIELDS if name in entity}
+    wrong = sorted(name for name, value in values.items()
+                   if not isinstance(value, _INDEX_TYPES[name]) or isinstance(value, bool))
+    try:
+        if wrong:
+            raise TypeError(f"wrong type for {', '.join(wrong)}")
+        return IndexedRun(**values)
+    except TypeError as exc:
+        logger.error("index: skipping a row of %s that is not a run (RowKey %r): %s",
+                     str(entity.get("PartitionKey", ""))[:40], str(entity.get("RowKey", ""))[:80], exc)
+        return None
 
 
 def encode_cursor(day: date, after: str) -> str:
@@ -216,7 +235,7 @@ class RunIndex:
                 page.append(entity)
                 if len(page) > wanted:
                     break
-            found.extend(_indexed(e) for e in page[:wanted])
+            found.extend(run for e in page[:wanted] if (run := _indexed(e)) is not None)
             if len(page) > wanted:
                 return RunsPage(found, encode_cursor(day, page[wanted - 1]["RowKey"]))
             day, after = day - timedelta(days=1), ""
@@ -232,7 +251,8 @@ class RunIndex:
                                           results_per_page=min(limit, 1000) if limit else None)
         found: list[IndexedRun] = []
         for entity in rows:
-            found.append(_indexed(entity))
+            if (run := _indexed(entity)) is not None:
+                found.append(run)
             if len(found) == limit:
                 break  # before the iterator fetches a page more
         return found

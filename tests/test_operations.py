@@ -19,7 +19,7 @@ from loadme.context import Context, set_context
 from loadme.envelope import StepMessage, decode
 from loadme.journal import EventType, RunState
 from loadme.names import INITJOB_QUEUE, REMOVEINFRA_QUEUE, TRIGGER_QUEUES, log_blob_name, poison_queue
-from loadme.run_index import MAX_DAYS_PER_PAGE
+from loadme.run_index import MAX_DAYS_PER_PAGE, day_partition
 from loadme.settings import Settings
 from loadme.storage import StorageClients
 from tests.janitor_cost import requests_of_a_tick
@@ -320,6 +320,25 @@ def test_retention_expires_old_runs_their_rows_and_logs(ctx: Context, clock: Clo
         assert not list(ctx.storage.logs.list_blobs(name_starts_with=f"{run_id}/"))
     assert [run["run_id"] for run in _get("runs", {"since": START.isoformat()})[1]["runs"]] == [recent]
     assert ctx.journal.requested(recent) is not None
+    assert ctx.journal.index.oldest_day() == (clock.now - timedelta(days=10)).date()
+
+
+def test_a_malformed_day_row_is_skipped_by_listing_stats_and_retention(
+        ctx: Context, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    old, _ = _start()
+    partition = day_partition(clock.now.date())
+    # What a forged stage2 message could write before its run id was checked: a row with no run fields
+    ctx.storage.table.upsert_entity({"PartitionKey": partition, "RowKey": "001-attempt_failed-stage2", "error": "x"})
+    ctx.storage.table.upsert_entity({"PartitionKey": partition, "RowKey": "0-bad-types", "run_id": "c" * 32,
+                                     "created_at": 5, "state": "queued", "trigger": "http", "steps": 1, "image": "i"})
+    status, body = _get("runs", {"since": START.isoformat()})
+    assert status == 200 and [run["run_id"] for run in body["runs"]] == [old]
+    status, stats = _get("stats", {"days": "2"})
+    assert status == 200 and stats["total"] == 1
+    assert "skipping a row of idx-day-" in caplog.text
+    clock.advance(11 * 86400)
+    user_function("janitor")(None, removeinfra=Out())
+    assert ctx.journal.events(old) == []  # retention went past the bad rows
     assert ctx.journal.index.oldest_day() == (clock.now - timedelta(days=10)).date()
 
 
