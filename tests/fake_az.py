@@ -92,7 +92,7 @@ def main(args: list[str]) -> int:
         entry["parameters"] = values
         existing = state.get("settings") if values.get("appExists") else None
         state["settings"] = app_settings(values, existing)
-        outputs = deployment_outputs(values)
+        outputs = deployment_outputs(values, existing)
         state["app"] = outputs["functionName"]["value"]
         state["vault"] = outputs["keyVaultName"]["value"]
         out = json.dumps(outputs)
