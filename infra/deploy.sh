@@ -6,9 +6,10 @@
 #   infra/deploy.sh -l <location> [-p <prefix>] [-m <management rg>] [-r <runs rg>] [-t <image tag>]
 #                   [-v <spec version>] [-f <parameters file>] [-i]
 #
-# Needs: az (logged in: az login; az account set -s <subscription>), zip, openssl, python3, curl.
+# Needs: az (logged in: az login; az account set -s <subscription>), zip, openssl, python3, curl, timeout.
 # No secret is ever printed, put on a command line or kept in a shell variable: RESULT_KEY goes from openssl to a
-# file only this user can read, from the file to Key Vault (az keyvault secret set --file), and the file is removed.
+# file only this user can read, from the file to Key Vault (az keyvault secret set --file), and the file is removed;
+# the function key of the Entra ID check goes from az to a 0600 file that curl reads its header from (-H @file).
 set -euo pipefail
 
 usage() {
@@ -23,7 +24,8 @@ usage: infra/deploy.sh -l LOCATION [-p PREFIX] [-m MANAGEMENT_RG] [-r RUNS_RG] [
   -t  container image tag (default: the current git commit; with -i, the tag the app runs now)
   -v  template spec version (default: 1.0)
   -f  the operator's parameters file (default: infra/main.parameters.json)
-  -i  infrastructure, settings and secrets only: no template spec, image or code deployment
+  -i  infrastructure, settings and secrets only: no image or code deployment; the template spec version -v
+      must be published already (refused otherwise)
 
 RESULT_KEY is generated once, straight into Key Vault, and kept there; this script never reads it back.
 USAGE
@@ -53,7 +55,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 [ -f "$params_file" ] || { echo "deploy: parameters file $params_file not found" >&2; exit 2; }
 
-for tool in az zip openssl python3 curl; do
+for tool in az zip openssl python3 curl timeout; do
   command -v "$tool" >/dev/null 2>&1 || { echo "deploy: '$tool' is not installed" >&2; exit 1; }
 done
 if ! subscription="$(az account show --query id -o tsv 2>/dev/null)"; then
@@ -62,8 +64,20 @@ if ! subscription="$(az account show --query id -o tsv 2>/dev/null)"; then
 fi
 
 RESULT_KEY_SECRET="result-key"
-work="$(mktemp -d)"  # 0700: the result key file and the app package live here for the length of the run
-trap 'rm -rf "$work"' EXIT
+work="$(mktemp -d)"  # 0700: the result key file, the function key and the app package live here for the run
+deployer_assignment=""
+# The deployer's Key Vault Secrets Officer assignment (the template creates it on every run) is removed as soon
+# as the secrets are written, and on any exit before that: no standing write access to the vault.
+drop_vault_role() {
+  [ -n "$deployer_assignment" ] || return 0
+  if az role assignment delete --ids "$deployer_assignment" --output none; then
+    echo "deploy: removed your Key Vault Secrets Officer assignment (the next run grants it again)"
+  else
+    echo "deploy: could not remove your Key Vault Secrets Officer assignment: az role assignment delete --ids $deployer_assignment" >&2
+  fi
+  deployer_assignment=""
+}
+trap 'drop_vault_role; rm -rf "$work"' EXIT
 
 # --- the resource providers everything below needs (registering is idempotent; skipped when already done) ---
 for namespace in Microsoft.Web Microsoft.Storage Microsoft.KeyVault Microsoft.OperationalInsights \
@@ -126,8 +140,26 @@ fi
 [ -n "$deployer_id" ] || echo "deploy: could not read your object id: give yourself Key Vault Secrets Officer on the vault" >&2
 
 echo "deploy: subscription $subscription, region $location, groups $mgmt_rg / $runs_rg, image tag $tag"
-echo "deploy: 1/6 infrastructure (infra/main.json, operator settings from $params_file)"
-outputs="$(az deployment sub create --name "${prefix}-infra" --location "$location" \
+# The app deploys TEMPLATE_SPEC_VERSION_ID as soon as step 2 sets it: the version must exist before that.
+spec_name="${prefix}-aci"  # the template's templateSpecName (tests/test_deploy_script.py checks they agree)
+if [ "$infra_only" = true ]; then
+  if ! az ts show --resource-group "$mgmt_rg" --name "$spec_name" --version "$spec_version" \
+      --query id -o tsv >/dev/null 2>&1; then
+    echo "deploy: template spec $spec_name version $spec_version is not published: -i would point the app at a" \
+      "version that does not exist. Run without -i to publish it, or pass the -v the app runs" >&2
+    exit 2
+  fi
+  echo "deploy: 1/6 template spec $spec_name version $spec_version is published (-i: not changed)"
+else
+  echo "deploy: 1/6 template spec $spec_name version $spec_version (templates/aci.json)"
+  az group create --name "$mgmt_rg" --location "$location" --output none
+  az ts create --resource-group "$mgmt_rg" --name "$spec_name" --version "$spec_version" \
+    --location "$location" --template-file templates/aci.json --yes --only-show-errors >/dev/null
+fi
+
+# ARM keeps one location per deployment name (InvalidDeploymentLocation): the name carries the region.
+echo "deploy: 2/6 infrastructure (infra/main.json, operator settings from $params_file)"
+outputs="$(az deployment sub create --name "${prefix}-infra-${region}" --location "$location" \
   --template-file infra/main.json --parameters "@$params_file" \
   --parameters prefix="$prefix" managementResourceGroup="$mgmt_rg" deploymentResourceGroup="$runs_rg" \
                imageTag="$tag" templateSpecVersion="$spec_version" appExists="$app_exists" \
@@ -136,11 +168,15 @@ outputs="$(az deployment sub create --name "${prefix}-infra" --location "$locati
 output() { printf '%s' "$outputs" | python3 -c "import json, sys; print(json.load(sys.stdin)['$1']['value'])"; }
 function_name="$(output functionName)"
 registry="$(output registryName)"
-spec_name="$(output templateSpecName)"
 vault="$(output keyVaultName)"
 host="$(output defaultHostName)"
+deployer_assignment="$(output deployerAssignmentId)"
+if [ "$(output templateSpecName)" != "$spec_name" ]; then
+  echo "deploy: the template names the template spec $(output templateSpecName), not $spec_name" >&2
+  exit 1
+fi
 
-echo "deploy: 2/6 secrets in Key Vault $vault"
+echo "deploy: 3/6 secrets in Key Vault $vault"
 tries=0
 until secret_names="$(az keyvault secret list --vault-name "$vault" --query "[].name" -o tsv)"; do
   tries=$((tries + 1))
@@ -175,12 +211,9 @@ if [ -n "$missing" ]; then
   echo "deploy: add each one (infra/README.md, 'Secret variables'), then run this script again" >&2
   exit 1
 fi
+drop_vault_role
 
 if [ "$infra_only" = false ]; then
-  echo "deploy: 3/6 template spec $spec_name version $spec_version (templates/aci.json)"
-  az ts create --resource-group "$mgmt_rg" --name "$spec_name" --version "$spec_version" \
-    --location "$location" --template-file templates/aci.json --yes --only-show-errors >/dev/null
-
   echo "deploy: 4/6 container image $registry/loadme-runner:$tag"
   az acr build --registry "$registry" --image "loadme-runner:$tag" --image "loadme-runner:latest" \
     --file container/Dockerfile . --only-show-errors >/dev/null
@@ -193,13 +226,39 @@ patterns = [p.strip() for p in open(".funcignore") if p.strip() and not p.starts
 for name in sys.stdin.read().split("\0"):
     if name and not any(fnmatch.fnmatch(name, p) or name.startswith(p.rstrip("/") + "/") for p in patterns):
         print(name)' | zip -q "$package" -@
-  az functionapp deployment source config-zip --resource-group "$mgmt_rg" --name "$function_name" \
-    --src "$package" --build-remote true --only-show-errors >/dev/null
+  # A fresh role assignment of the app identity on its storage makes the publish endpoint answer 400
+  # (BlobUploadFailedException wrapping a storage 403) until it takes effect (endjin ZeroFailed.Deploy.Azure
+  # 1.8.4, Publish-FlexConsumptionFunctionApp.ps1): retried with back-off. az's Flex path can poll the host
+  # status for ever (Azure/azure-cli appservice/custom.py, check_flex_app_after_deployment): under timeout.
+  upload_timeout="${LOADME_UPLOAD_TIMEOUT_SECONDS:-1200}" backoff="${LOADME_RETRY_BACKOFF_SECONDS:-30}"
+  attempt=1
+  while :; do
+    rc=0
+    timeout "$upload_timeout" az functionapp deployment source config-zip --resource-group "$mgmt_rg" \
+      --name "$function_name" --src "$package" --build-remote true --only-show-errors >/dev/null \
+      2>"$work/upload.err" || rc=$?
+    [ "$rc" -ne 0 ] || break
+    if [ "$rc" -eq 124 ]; then
+      echo "deploy: the code upload did not finish within ${upload_timeout}s: check the app's deployment" \
+        "status in the portal (Deployment Center) and its host status, then run this script again" >&2
+      exit 1
+    fi
+    if [ "$attempt" -lt 5 ] && grep -Eq '(^|[^0-9])(400|403)([^0-9]|$)' "$work/upload.err"; then
+      echo "deploy: the upload was refused with HTTP 400/403 (the app's new storage role may not be active" \
+        "yet): retrying in $((backoff * attempt))s ($attempt/4)"
+      sleep "$((backoff * attempt))"
+      attempt=$((attempt + 1))
+      continue
+    fi
+    cat "$work/upload.err" >&2
+    echo "deploy: the code upload failed" >&2
+    exit 1
+  done
 else
-  echo "deploy: 3-5/6 skipped (-i): template spec, image and code stay as they are"
+  echo "deploy: 4-5/6 skipped (-i): image and code stay as they are"
 fi
 
-echo "deploy: 6/6 Key Vault references"
+echo "deploy: 6/6 Key Vault references and checks"
 app_id="$(az functionapp show -g "$mgmt_rg" -n "$function_name" --query id -o tsv)"
 # App Service caches resolved references for up to 24 hours; this makes it read them again now.
 az rest --method post --url "${app_id}/config/configreferences/appsettings/refresh?api-version=2022-03-01" \
@@ -231,12 +290,37 @@ if [ -n "$names_before" ]; then
 fi
 
 if [ "$(output entraAuthEnabled)" = "True" ]; then
-  status="$(curl -s -o /dev/null -w '%{http_code}' "https://$host/api/status" || true)"
-  if [ "$status" != "401" ]; then
-    echo "deploy: Entra ID authentication is on, but a request without a token got HTTP $status, not 401" >&2
+  # Without "assignment required" every account and service principal of the tenant can get a token for the API.
+  entra_client_id="$(output entraClientId)"
+  if ! az ad sp update --id "$entra_client_id" --set appRoleAssignmentRequired=true --output none; then
+    echo "deploy: could not set 'assignment required' on the service principal of $entra_client_id: every" \
+      "principal of the tenant could call the API. Owner of the app registration or Application Administrator" \
+      "can: az ad sp update --id $entra_client_id --set appRoleAssignmentRequired=true" >&2
     exit 1
   fi
-  echo "deploy: Entra ID authentication is on: a request without a token gets 401"
+  # Every route is http_auth_level=FUNCTION: a request without a key gets 401 from the Functions host whatever
+  # App Service authentication does. With a valid key and no token, only authentication can answer 401.
+  (umask 077 && az functionapp keys list -g "$mgmt_rg" -n "$function_name" --query functionKeys.default -o tsv \
+    | tr -d '\r\n' >"$work/function-key")
+  if [ ! -s "$work/function-key" ]; then
+    echo "deploy: could not read the app's default function key to check Entra ID authentication" >&2
+    exit 1
+  fi
+  (umask 077 && { printf 'x-functions-key: '; cat "$work/function-key"; printf '\n'; } >"$work/key-header")
+  rm -f "$work/function-key"
+  status="$(curl -s -o /dev/null -w '%{http_code}' -H "@$work/key-header" "https://$host/api/status" || true)"
+  rm -f "$work/key-header"
+  case "$status" in
+    401) echo "deploy: Entra ID authentication is on: a request with a function key but no token gets 401" ;;
+    200)
+      echo "deploy: Entra ID authentication is on, but a request with a function key and no token got HTTP 200:" \
+        "App Service authentication is not enforced" >&2
+      exit 1 ;;
+    *)
+      echo "deploy: Entra ID authentication is on, but a request with a function key and no token got HTTP" \
+        "$status, not 401" >&2
+      exit 1 ;;
+  esac
 fi
 
 echo "deploy: done. API: https://$host/api"

@@ -1,8 +1,9 @@
 """A stand-in for the `az` CLI that infra/deploy.sh calls, for tests (there is no Azure here).
 
-State lives in the JSON file named by FAKE_AZ_STATE (what exists: providers, app, settings, secrets); every call is
-appended to FAKE_AZ_LOG with its arguments. `az deployment sub create` applies the app settings the way ARM would,
-by evaluating infra/main.json (tests/infra_model.py), so the test sees what a re-deploy does to operator settings.
+State lives in the JSON file named by FAKE_AZ_STATE (what exists: providers, app, settings, secrets, published
+template spec versions; how the code upload answers); every call is appended to FAKE_AZ_LOG with its arguments.
+`az deployment sub create` applies the app settings the way ARM would, by evaluating infra/main.json
+(tests/infra_model.py), so the test sees what a re-deploy does to operator settings.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.infra_model import app_settings, deployment_outputs
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
+FUNCTION_KEY = "fake-default-function-key-0123456789"
 
 
 def _option(args: list[str], *names: str) -> str | None:
@@ -92,7 +95,7 @@ def main(args: list[str]) -> int:
         entry["parameters"] = values
         existing = state.get("settings") if values.get("appExists") else None
         state["settings"] = app_settings(values, existing)
-        outputs = deployment_outputs(values)
+        outputs = deployment_outputs(values, existing)
         state["app"] = outputs["functionName"]["value"]
         state["vault"] = outputs["keyVaultName"]["value"]
         out = json.dumps(outputs)
@@ -105,8 +108,41 @@ def main(args: list[str]) -> int:
         entry["file_mode"] = oct(stat.S_IMODE(path.stat().st_mode))
         entry["file"] = str(path)
         state.setdefault("secrets", {})[_option(args, "--name")] = path.read_text()
-    elif words.startswith(("ts create", "acr build", "functionapp deployment")):
+    elif words.startswith("ts create"):
+        state.setdefault("spec_versions", []).append(_option(args, "--version"))
+    elif words.startswith("ts show"):
+        version = _option(args, "--version")
+        if version in state.get("spec_versions", []):
+            out = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/loadme-mgmt/providers/Microsoft.Resources/" \
+                  f"templateSpecs/{_option(args, '--name')}/versions/{version}"
+        else:  # what ARM answers for a version that was never published: 404, az exits 3
+            sys.stderr.write(f"ERROR: (ResourceNotFound) The Resource 'Microsoft.Resources/templateSpecs/"
+                             f"{_option(args, '--name')}/versions/{version}' under resource group "
+                             f"'{_option(args, '--resource-group')}' was not found.\n")
+            code = 3
+    elif words.startswith("functionapp deployment"):
+        # Each entry of upload_failures answers one attempt: an HTTP status the publish endpoint refuses with
+        # (a fresh storage role: 400 BlobUploadFailedException wrapping a storage 403), or "hang".
+        failures = state.get("upload_failures", [])
+        if failures:
+            failure = failures.pop(0)
+            state["upload_failures"] = failures
+            if failure == "hang":
+                state_path.write_text(json.dumps(state))
+                time.sleep(60)
+            sys.stderr.write(f"ERROR: Failed to deploy the package. Status Code: {failure}, Details: "
+                             f"BlobUploadFailedException: This request is not authorized to perform this operation.\n")
+            code = 1
+        else:
+            state["uploads"] = state.get("uploads", 0) + 1
+    elif words.startswith(("acr build", "group create")):
         pass
+    elif words.startswith("functionapp keys"):
+        out = FUNCTION_KEY
+    elif words.startswith("ad sp update"):
+        state.setdefault("sp_updates", []).append(args)
+    elif words.startswith("role assignment delete"):
+        state.setdefault("removed_assignments", []).append(_option(args, "--ids"))
     elif words.startswith("rest"):
         out = ""  # refresh accepted; every reference resolved
     else:

@@ -4,6 +4,7 @@ apply, with stand-ins for what only Azure knows (identity client ids, the App In
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,23 +82,31 @@ def outer_parameters(values: dict[str, Any] | None = None) -> dict[str, Any]:
     return fill(MAIN, {name: {"value": value} for name, value in (values or {}).items()})
 
 
-def management_parameters(values: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The parameters the management deployment receives."""
-    outer = outer_parameters(values)
-    evaluator = Evaluator(outer, MAIN.get("variables", {}))
-    passed = management_deployment()["properties"]["parameters"]
-    return {name: evaluator.evaluate(wrapped["value"]) for name, wrapped in passed.items()}
-
-
-def evaluator(values: dict[str, Any] | None = None, existing_settings: dict[str, str] | None = None) -> Evaluator:
-    """An evaluator of the management template; `list()` of the app settings answers `existing_settings`."""
+def _list_app_settings(existing_settings: dict[str, str] | None) -> Callable[..., dict[str, Any]]:
+    """`list()` of the app settings, as ARM answers it: only ever called when the app exists."""
     def list_(resource_id: str, api_version: str) -> dict[str, Any]:
         assert resource_id.endswith("/config/appsettings"), resource_id
         assert existing_settings is not None, "list() of the app settings on a first deployment"
         return {"properties": dict(existing_settings)}
 
-    return Evaluator(management_parameters(values), management().get("variables", {}),
-                     reference=reference, list_=list_)
+    return list_
+
+
+def management_parameters(values: dict[str, Any] | None = None,
+                          existing_settings: dict[str, str] | None = None) -> dict[str, Any]:
+    """The parameters the management deployment receives (the outer template reads the current settings)."""
+    outer = outer_parameters(values)
+    evaluator = Evaluator(outer, MAIN.get("variables", {}), resource_group="",
+                          list_=_list_app_settings(existing_settings))
+    passed = management_deployment()["properties"]["parameters"]
+    return {name: evaluator.evaluate(wrapped["value"]) for name, wrapped in passed.items()}
+
+
+def evaluator(values: dict[str, Any] | None = None, existing_settings: dict[str, str] | None = None) -> Evaluator:
+    """An evaluator of the management template; the parent's `list()` of the app settings answers
+    `existing_settings`, and the management template itself may call no `list()`."""
+    return Evaluator(management_parameters(values, existing_settings), management().get("variables", {}),
+                     reference=reference)
 
 
 def app_settings(values: dict[str, Any] | None = None,
@@ -110,9 +119,10 @@ def app_settings(values: dict[str, Any] | None = None,
     return settings
 
 
-def deployment_outputs(values: dict[str, Any] | None = None) -> dict[str, Any]:
+def deployment_outputs(values: dict[str, Any] | None = None,
+                       existing_settings: dict[str, str] | None = None) -> dict[str, Any]:
     """The outputs `az deployment sub create` returns (management outputs passed up by name)."""
-    inner = evaluator(values)
+    inner = evaluator(values, existing_settings)
     management_outputs = {name: inner.evaluate(o["value"]) for name, o in management()["outputs"].items()}
     outer = outer_parameters(values)
     found = {}

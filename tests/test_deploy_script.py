@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.fake_az import FUNCTION_KEY
+from tests.infra_model import deployment_outputs
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "infra" / "deploy.sh"
 
@@ -39,7 +42,10 @@ class FakeAzure:
         az = self.bin / "az"
         az.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "fake_az.py"}" "$@"\n')
         az.chmod(0o755)
+        # what the app answers a request that carries the function key (and no token); without the key every
+        # route answers 401 from the Functions host (http_auth_level=FUNCTION), whatever EasyAuth does
         self.curl_status = "401"
+        self.curl_log = root / "curl.log"
 
     @property
     def state(self) -> dict[str, Any]:
@@ -49,13 +55,24 @@ class FakeAzure:
     def update(self, **changes: Any) -> None:
         self.state_path.write_text(json.dumps({**self.state, **changes}))
 
-    def deploy(self, *args: str) -> Run:
+    def deploy(self, *args: str, env: dict[str, str] | None = None) -> Run:
         curl = self.bin / "curl"
-        curl.write_text(f"#!/bin/sh\nprintf '{self.curl_status}'\n")
+        curl.write_text(
+            "#!/bin/sh\n"
+            f'echo "$*" >>"{self.curl_log}"\n'
+            'header=""\n'
+            'for arg in "$@"; do case "$arg" in @*) header="${arg#@}" ;; esac; done\n'
+            f'if [ -n "$header" ] && grep -qx "x-functions-key: {FUNCTION_KEY}" "$header"; then\n'
+            f"  printf '{self.curl_status}'\n"
+            "else\n"
+            "  printf '401'\n"
+            "fi\n")
         curl.chmod(0o755)
         self.log_path.write_text("")
+        self.curl_log.write_text("")
         env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}", "TMPDIR": str(self.tmp),
-               "FAKE_AZ_STATE": str(self.state_path), "FAKE_AZ_LOG": str(self.log_path)}
+               "FAKE_AZ_STATE": str(self.state_path), "FAKE_AZ_LOG": str(self.log_path),
+               "LOADME_RETRY_BACKOFF_SECONDS": "0", **(env or {})}
         result = subprocess.run(["bash", str(SCRIPT), "-l", "westeurope", *args], cwd=REPO, env=env,
                                 capture_output=True, text=True, timeout=120, check=False)
         calls = [json.loads(line) for line in self.log_path.read_text().splitlines()]
@@ -125,7 +142,8 @@ def test_infra_only_keeps_the_image_the_app_runs_and_deploys_no_code(azure: Fake
     run = azure.deploy("-i")
     assert run.code == 0, run.output
     assert azure.state["settings"]["DEFAULT_IMAGE"].endswith(":abc1234")
-    assert not _calls(run, "functionapp", "deployment") and not _calls(run, "acr") and not _calls(run, "ts")
+    assert not _calls(run, "functionapp", "deployment") and not _calls(run, "acr")
+    assert not _calls(run, "ts", "create") and _calls(run, "ts", "show")  # checked, not republished
 
 
 def test_a_secret_variable_missing_from_the_vault_stops_before_code_is_deployed(
@@ -148,17 +166,106 @@ def test_an_app_on_the_old_consumption_plan_is_not_touched(azure: FakeAzure) -> 
     assert not _calls(run, "deployment", "sub", "create")
 
 
-@pytest.mark.parametrize(("status", "code"), [("401", 0), ("200", 1)])
-def test_with_entra_authentication_on_a_request_without_a_token_must_get_401(
-        azure: FakeAzure, tmp_path: Path, status: str, code: int) -> None:
+def _entra_parameters(tmp_path: Path) -> Path:
     params = json.loads((REPO / "infra" / "main.parameters.json").read_text())
     params["parameters"]["entraAuthEnabled"]["value"] = True
     params["parameters"]["entraClientId"]["value"] = "11111111-2222-3333-4444-555555555555"
     operator_file = tmp_path / "operator.parameters.json"
     operator_file.write_text(json.dumps(params))
+    return operator_file
+
+
+@pytest.mark.parametrize(("status", "code"), [("401", 0), ("200", 1)])
+def test_with_entra_on_a_request_with_a_function_key_and_no_token_must_get_401(
+        azure: FakeAzure, tmp_path: Path, status: str, code: int) -> None:
+    """F6: without a key the Functions host answers 401 whether or not EasyAuth enforces anything; only a request
+    with a valid key and no token tells. A 200 then means authentication is not applied."""
     azure.curl_status = status
-    run = azure.deploy("-f", str(operator_file))
+    run = azure.deploy("-f", str(_entra_parameters(tmp_path)))
     assert run.code == code, run.output
+    if code:
+        assert "not enforced" in run.output
+    (request,) = azure.curl_log.read_text().splitlines()
+    assert "Authorization" not in request and "/api/status" in request
+    # the key goes from az to a 0600 file curl reads its header from: never on a command line, never printed
+    assert FUNCTION_KEY not in request and FUNCTION_KEY not in run.output
+    assert list(azure.tmp.iterdir()) == []
+
+
+def test_with_entra_on_the_api_requires_an_assignment(azure: FakeAzure, tmp_path: Path) -> None:
+    """L6: without 'assignment required' every principal of the tenant can get a token for the API."""
+    run = azure.deploy("-f", str(_entra_parameters(tmp_path)))
+    assert run.code == 0, run.output
+    (update,) = _calls(run, "ad", "sp", "update")
+    assert update["args"][update["args"].index("--id") + 1] == "11111111-2222-3333-4444-555555555555"
+    assert "appRoleAssignmentRequired=true" in update["args"]
+    assert not _calls(azure.deploy(), "ad", "sp", "update")  # Entra off: the directory is not touched
+
+
+def test_the_code_upload_is_retried_while_the_new_storage_role_is_refused(azure: FakeAzure) -> None:
+    """F10: the first publish to a new app can answer 400/403 until the app's storage role takes effect."""
+    azure.update(upload_failures=[403, 400])
+    run = azure.deploy()
+    assert run.code == 0, run.output
+    assert len(_calls(run, "functionapp", "deployment", "source", "config-zip")) == 3
+    assert azure.state["uploads"] == 1 and run.output.count("retrying") == 2
+
+
+def test_an_upload_refused_for_another_reason_is_not_retried(azure: FakeAzure) -> None:
+    azure.update(upload_failures=[500])
+    run = azure.deploy()
+    assert run.code == 1 and "code upload failed" in run.output
+    assert len(_calls(run, "functionapp", "deployment", "source", "config-zip")) == 1
+
+
+def test_an_upload_that_never_finishes_fails_under_its_timeout(azure: FakeAzure) -> None:
+    azure.update(upload_failures=["hang"])  # the fake sleeps 60 s; the script's timeout is 2 s
+    run = azure.deploy(env={"LOADME_UPLOAD_TIMEOUT_SECONDS": "2"})
+    assert run.code == 1 and "did not finish within 2s" in run.output, run.output
+
+
+def test_the_template_spec_version_is_published_before_the_app_points_at_it(azure: FakeAzure) -> None:
+    """F12: step 2 sets TEMPLATE_SPEC_VERSION_ID and restarts the app; the version must exist by then."""
+    run = azure.deploy("-v", "2.0")
+    assert run.code == 0, run.output
+    order = [" ".join(c["args"][:3]) for c in run.calls]
+    assert order.index("ts create --resource-group") < order.index("deployment sub create")
+    (create,) = _calls(run, "ts", "create")
+    assert create["args"][create["args"].index("--name") + 1] == deployment_outputs()["templateSpecName"]["value"]
+    assert azure.state["settings"]["TEMPLATE_SPEC_VERSION_ID"].endswith("/templateSpecs/loadme-aci/versions/2.0")
+
+
+def test_infra_only_with_a_spec_version_that_is_not_published_is_refused(azure: FakeAzure) -> None:
+    assert azure.deploy().code == 0  # publishes 1.0
+    run = azure.deploy("-i", "-v", "2.0")
+    assert run.code == 2 and "not published" in run.output
+    assert not _calls(run, "deployment", "sub", "create")
+    assert azure.deploy("-i", "-v", "1.0").code == 0
+
+
+def test_the_subscription_deployment_name_carries_the_region(azure: FakeAzure) -> None:
+    """F14: ARM refuses a deployment name reused in another location (InvalidDeploymentLocation)."""
+    run = azure.deploy()
+    (deployment,) = _calls(run, "deployment", "sub", "create")
+    assert deployment["args"][deployment["args"].index("--name") + 1] == "loadme-infra-westeurope"
+
+
+def test_the_deployers_vault_role_is_removed_once_the_secrets_are_written(azure: FakeAzure, tmp_path: Path) -> None:
+    """L10: no standing Key Vault Secrets Officer for whoever ran deploy.sh, even when the run stops early."""
+    assignment = deployment_outputs({"deployerPrincipalId": "deployer-object-id"})["deployerAssignmentId"]["value"]
+    assert assignment.endswith("/providers/Microsoft.Authorization/roleAssignments/" + assignment.rsplit("/", 1)[1])
+    run = azure.deploy()
+    assert run.code == 0, run.output
+    order = [" ".join(c["args"][:3]) for c in run.calls]
+    assert order.index("keyvault secret set") < order.index("role assignment delete") < order.index(
+        "functionapp deployment source")
+    assert azure.state["removed_assignments"] == [assignment]
+    params = json.loads((REPO / "infra" / "main.parameters.json").read_text())
+    params["parameters"]["secretVariables"]["value"] = {"___ApiToken": "api-token"}  # missing: the run stops
+    operator_file = tmp_path / "operator.parameters.json"
+    operator_file.write_text(json.dumps(params))
+    assert azure.deploy("-f", str(operator_file)).code == 1
+    assert azure.state["removed_assignments"] == [assignment, assignment]
 
 
 def test_the_script_never_puts_a_secret_on_a_command_line() -> None:

@@ -29,7 +29,9 @@ from tests.infra_model import (
     evaluator,
     file_values,
     management,
+    management_deployment,
     management_parameters,
+    outer_parameters,
     resources,
     site,
     site_child,
@@ -149,7 +151,10 @@ def test_no_app_setting_output_or_parameter_holds_a_key_or_a_secret() -> None:
     assert "listKeys" not in text and "listAccountSas" not in text and "listServiceSas" not in text
     for template in (MAIN, management()):
         for name, declaration in template["parameters"].items():
-            assert declaration["type"].lower() not in ("securestring", "secureobject"), name
+            # the app's current settings are passed to the child deployment as a secureObject (F4): secure, so
+            # their values stay out of the deployment history; no other parameter may carry a secret
+            secure = declaration["type"].lower() in ("securestring", "secureobject")
+            assert not secure or (template is not MAIN and name == "existingAppSettings"), name
         assert not key_like.search(json.dumps(template.get("outputs", {})))
     assert not key_like.search(json.dumps(deployment_outputs()))
 
@@ -179,6 +184,22 @@ def test_allowed_images_default_to_this_deployments_registry_and_admit_the_defau
     assert allowed == [env["REGISTRY_SERVER"] + "/"]
     assert env["DEFAULT_IMAGE"].startswith(tuple(allowed))
     assert env["RUN_RETENTION_DAYS"] == "30"
+
+
+def test_the_current_settings_are_read_by_the_parent_and_passed_as_a_secure_object() -> None:
+    """F4: an appsettings resource that list()s itself is refused as a circular dependency
+    (polymind-inc/acmebot#1089, claestom/azure-monitor-lab PR 17); the subscription-level template reads them
+    (it does not deploy the app) and passes them to the management deployment as a secureObject."""
+    assert "list(" not in json.dumps(management())
+    passed = management_deployment()["properties"]["parameters"]["existingAppSettings"]["value"]
+    assert passed.startswith("[if(parameters('appExists'), list(resourceId(parameters('managementResourceGroup'), "
+                             "'Microsoft.Web/sites/config', variables('functionName'), 'appsettings')")
+    assert management()["parameters"]["existingAppSettings"]["type"] == "secureObject"
+    assert site_child("appsettings")["properties"].startswith("[union(parameters('existingAppSettings'), ")
+    # the parent computes the same app name the management template creates
+    outer_name = Evaluator(outer_parameters(), MAIN["variables"]).evaluate("[variables('functionName')]")
+    assert outer_name == deployment_outputs()["functionName"]["value"]
+    assert management_parameters()["existingAppSettings"] == {}  # first deployment: nothing is read
 
 
 def test_a_redeploy_keeps_settings_an_operator_added_and_restores_what_the_template_owns() -> None:
@@ -273,11 +294,31 @@ def test_every_role_is_a_verified_built_in_role_at_the_narrowest_scope() -> None
         ("Template Spec Reader", app, "Microsoft.Resources/templateSpecs/loadme-aci"),
         ("AcrPull", containers, f"Microsoft.ContainerRegistry/registries/loadmeacr{suffix}"),
         ("Storage Queue Data Message Sender", containers, f"{storage}/queueServices/default/queues/stage2"),
-        ("Storage Blob Data Contributor", containers, f"{storage}/blobServices/default/containers/loadme-logs"),
         ("Key Vault Secrets Officer", "deployer-object-id", f"Microsoft.KeyVault/vaults/loadme-kv-{suffix}"),
     }
     deployer = next(a for a in _role_assignments() if a["principal"] == "deployer-object-id")
     assert deployer["condition"] == "[not(empty(parameters('deployerPrincipalId')))]"
+
+
+def test_the_containers_identity_has_no_storage_role_but_sending_to_stage2() -> None:
+    """H3: a job can get the containers' identity's token from IMDS, so that identity holds no blob role at all;
+    each step's container uploads its log with a per-blob user-delegation SAS the app mints. Its only storage
+    role is Message Sender on the stage2 queue."""
+    containers = f"principal-id-of-loadme-containers-{management_parameters()['suffix']}"
+    storage_roles = {(BUILT_IN_ROLES[a["role"]], a["scope"].split("/", 3)[-1]) for a in _role_assignments()
+                     if a["principal"] == containers and a["scope"].startswith("Microsoft.Storage/")}
+    assert storage_roles == {("Storage Queue Data Message Sender", "queueServices/default/queues/stage2")}
+
+
+def test_the_app_identity_can_get_a_user_delegation_key() -> None:
+    """The app signs each log blob's user-delegation SAS: Get User Delegation Key needs
+    Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action, which Storage Blob Data Owner
+    grants (MicrosoftDocs/azure-docs articles/role-based-access-control/built-in-roles/storage.md, 'Storage Blob
+    Data Owner': actions blobServices/containers/* and blobServices/generateUserDelegationKey/action)."""
+    app = f"principal-id-of-loadme-app-{management_parameters()['suffix']}"
+    storage = f"Microsoft.Storage/storageAccounts/loadmest{management_parameters()['suffix']}"
+    assert ("Storage Blob Data Owner", app, storage) in {
+        (BUILT_IN_ROLES[a["role"]], a["principal"], a["scope"]) for a in _role_assignments()}
 
 
 def test_the_app_manages_container_groups_in_the_runs_group_only_through_a_custom_role() -> None:
@@ -289,6 +330,27 @@ def test_the_app_manages_container_groups_in_the_runs_group_only_through_a_custo
         "[subscriptionResourceId('Microsoft.Resources/resourceGroups', parameters('deploymentResourceGroup'))]"]
     access = next(r for r in MAIN["resources"] if r["name"] == "loadme-runs-access")
     assert ".outputs.appPrincipalId.value" in access["properties"]["parameters"]["functionPrincipalId"]["value"]
+
+
+def test_the_app_can_delete_the_deployments_it_creates() -> None:
+    """F1: ARM's automatic history deletion runs as the deploying identity and needs
+    Microsoft.Resources/deployments/delete (MicrosoftDocs/azure-docs
+    articles/azure-resource-manager/templates/deployment-history-deletions.md); without it the runs group hits
+    800 deployments and every step fails with DeploymentQuotaExceeded. The app also deletes each step's
+    deployment once its group is gone."""
+    role = next(r for r in MAIN["resources"] if r["type"] == "Microsoft.Authorization/roleDefinitions")
+    actions = role["properties"]["permissions"][0]["actions"]
+    assert {"Microsoft.Resources/deployments/read", "Microsoft.Resources/deployments/write",
+            "Microsoft.Resources/deployments/delete"} <= set(actions)
+
+
+def test_the_custom_role_name_is_unique_in_the_tenant() -> None:
+    """F2: a custom role's display name must be unique in the Microsoft Entra tenant (MicrosoftDocs/azure-docs
+    articles/role-based-access-control/custom-roles.md, roleName): two subscriptions deploying the default
+    runs group name must get two names."""
+    role = next(r for r in MAIN["resources"] if r["type"] == "Microsoft.Authorization/roleDefinitions")
+    name = Evaluator(outer_parameters()).evaluate(role["properties"]["roleName"])
+    assert Evaluator.SUBSCRIPTION in name and "loadme-runs" in name
 
 
 def test_depends_on_names_resource_group_deployments_by_their_full_id() -> None:
@@ -316,10 +378,33 @@ def test_entra_authentication_is_off_by_default_and_returns_401_when_on() -> Non
     aad = props["identityProviders"]["azureActiveDirectory"]
     assert aad["registration"]["clientId"] == "11111111-2222-3333-4444-555555555555"
     assert aad["validation"]["allowedAudiences"] == ["api://11111111-2222-3333-4444-555555555555"]
+    policy = aad["validation"]["defaultAuthorizationPolicy"]
+    assert policy == {"allowedApplications": [], "allowedPrincipals": {"identities": []}}
     closed = evaluator({"entraAuthEnabled": True, "entraClientId": "x", "openApiAnonymous": False,
                         "entraAllowedAudiences": ["api://loadme"]}).evaluate(auth["properties"])
     assert closed["globalValidation"]["excludedPaths"] == []
     assert closed["identityProviders"]["azureActiveDirectory"]["validation"]["allowedAudiences"] == ["api://loadme"]
+
+
+def test_with_entra_on_only_the_listed_applications_and_principals_get_in() -> None:
+    """L6: without a default authorization policy every principal of the tenant that can get a token passes."""
+    auth = site_child("authsettingsV2")
+    props = evaluator({"entraAuthEnabled": True, "entraClientId": "x",
+                       "entraAllowedApplications": ["04b07795-8ddb-461a-bbee-02f9e1bf7b46"],
+                       "entraAllowedPrincipals": ["object-id-of-ops-group-member"]}).evaluate(auth["properties"])
+    policy = props["identityProviders"]["azureActiveDirectory"]["validation"]["defaultAuthorizationPolicy"]
+    assert policy == {"allowedApplications": ["04b07795-8ddb-461a-bbee-02f9e1bf7b46"],
+                      "allowedPrincipals": {"identities": ["object-id-of-ops-group-member"]}}
+
+
+def test_flex_instance_sizes_and_scale_limit_follow_the_current_docs() -> None:
+    """F11: Flex offers 512, 2048 and 4096 MB instances (MicrosoftDocs/azure-docs
+    articles/azure-functions/flex-consumption-plan.md, 'Instance sizes', 05/2025); the maximum instance count
+    'must be set to a value of 40 or higher' (Microsoft's Consumption-to-Flex migration guide), so 40 stays."""
+    assert MAIN["parameters"]["instanceMemoryMB"]["allowedValues"] == [512, 2048, 4096]
+    assert MAIN["parameters"]["maximumInstanceCount"]["minValue"] == 40
+    config = evaluator({"instanceMemoryMB": 512}).evaluate(site())["properties"]["functionAppConfig"]
+    assert config["scaleAndConcurrency"]["instanceMemoryMB"] == 512
 
 
 def test_infra_templates_validate_offline() -> None:
