@@ -185,8 +185,9 @@ SETTINGS: tuple[Setting, ...] = (
             parse=_int(1, MAX_TIMEOUT_SECONDS), needed=OPTIONAL),
     Setting("SECRET_VARIABLES", "secret_variables", "JSON object: secret variable -> name of the app setting "
             "holding its value", default="{}", parse=_json_object, needed=OPTIONAL, secret=True),
-    Setting("RESULT_AUTH", "result_auth", "how the container posts its result and log: `sas` (SASes that allow "
-            "only that; needs the account key) or `identity`", default="sas", parse=_choice("sas", "identity"),
+    Setting("RESULT_AUTH", "result_auth", "how the container posts its result: `sas` (a SAS that allows only "
+            "that; needs the account key) or `identity` (its log goes with a SAS for its one blob either way)",
+            default="sas", parse=_choice("sas", "identity"),
             needed=OPTIONAL),
     Setting("JOURNAL_TABLE", "journal_table", "the journal table (runs, events and their index)",
             default="loadmeruns", parse=_matching(r"[A-Za-z][A-Za-z0-9]{2,62}", "not a valid table name"),

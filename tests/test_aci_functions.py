@@ -240,14 +240,16 @@ def test_executor_setting_picks_the_implementation(settings_env: dict[str, str])
     assert isinstance(create_executor(Settings.from_mapping(aci_settings(settings_env, "direct"))), AciExecutor)
 
 
-def test_identity_result_auth_gives_the_container_no_sas(aci_context: tuple[Context, FakeArm],
-                                                          settings_env: dict[str, str]) -> None:
+def test_identity_result_auth_gives_the_container_no_queue_sas(aci_context: tuple[Context, FakeArm],
+                                                                settings_env: dict[str, str]) -> None:
     settings = Settings.from_mapping(aci_settings(settings_env, "direct", RESULT_AUTH="identity",
                                                   CONTAINER_IDENTITY_CLIENT_ID="client-id-1"))
     ctx = Context(settings, executor=aci_context[0].executor)
     _, initjob = post_json({"variables": {}})
     env = {e["name"]: e for e in build_container_spec(ctx, decode(initjob.get()[0], StepMessage)).environment}
     assert "LOADME_RESULT_SAS" not in env
+    # The log goes with a SAS for its one blob in both modes: the containers' identity has no blob role.
+    assert set(env["LOADME_LOG_SAS"]) == {"name", "secureValue"} and "sr=b" in env["LOADME_LOG_SAS"]["secureValue"]
     assert env["LOADME_IDENTITY_CLIENT_ID"] == {"name": "LOADME_IDENTITY_CLIENT_ID", "value": "client-id-1"}
     assert env["LOADME_RESULT_AUTH"]["value"] == "identity"
 
