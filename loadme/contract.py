@@ -28,7 +28,7 @@ IDENTITY_CLIENT_ID = "LOADME_IDENTITY_CLIENT_ID"  # the user-assigned identity t
 IMDS_URL = "LOADME_IMDS_URL"  # overrides ACI's managed identity endpoint (tests)
 OUTPUT_FILE = "LOADME_OUTPUT"  # given to the job: where it appends NAME=value lines
 
-# Never passed on to the job, and dropped from the runner's own os.environ: its credentials.
+# Never passed on to the job, and dropped from the runner's own environment: its credentials.
 RUNNER_SECRETS = (RESULT_TOKEN, RESULT_SAS, LOG_SAS)
 RESULT_AUTH_MODES = ("sas", "identity")
 

@@ -13,6 +13,7 @@ import pytest
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
+from loadme.cleanup import PLATFORM_HEADING
 from loadme.context import Context, set_context
 from loadme.deploy import build_container_spec
 from loadme.envelope import RemovalMessage, StepMessage, decode, parse_time
@@ -148,7 +149,8 @@ def test_a_silent_container_costs_at_most_five_arm_requests(simulated: tuple[Con
     assert (status["state"], status["cleaned_up"]) == ("failed", True)
     archived = next(e for e in status["events"] if e["event"] == "logs_archived")
     assert archived["source"] == "platform"
-    assert ctx.storage.logs.download_blob(archived["blob"]).readall() == b"killed before it could report"
+    assert ctx.storage.logs.download_blob(archived["blob"]).readall() == (
+        PLATFORM_HEADING.encode() + b"killed before it could report")  # says it is only the platform's tail
 
 
 @pytest.mark.parametrize(("status", "code"), [(409, "ContainerGroupQuotaReached"), (429, "TooManyRequests")])
