@@ -322,7 +322,6 @@ def test_the_job_cannot_read_the_runners_credentials_from_proc(storage_factory: 
     env = {**_env(storage), "LOADME_RESULT_TOKEN": token, "LOADME_RESULT_SAS": sas, "LOADME_LOG_SAS": log_sas,
            "PYTHONPATH": str(REPO_ROOT)}
     report = tmp_path / "report.json"
-    tmp_path.chmod(0o777)
     command = _unprivileged([sys.executable, str(runner.__file__), sys.executable, "-c", PROBE, str(report),
                              token, sas, log_sas])
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=120)
