@@ -5,11 +5,18 @@ loadme.contract), so the normal path costs one platform request: the delete. Onl
 that never reported (timed out, cancelled, crashed, silent) or whose upload failed has its log read
 from the platform first. The ARM requests per run are therefore fixed, whatever the platform's
 instance view says about the container at that moment.
+
+The platform keeps little: 16 KB or 1,000 lines of a stopped container, 4 MB of a running one
+(https://learn.microsoft.com/azure/container-instances/container-instances-resource-and-quota-limits),
+so its text goes in under a heading that says so. The runner uploads its log as it goes: when that
+partial log exists it is kept (it holds the whole output up to its last upload, up to 64 MiB) and
+the platform's tail is added after it as one more block, for the last seconds it may lack.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from loadme.context import Context
 from loadme.envelope import RemovalMessage
@@ -17,7 +24,39 @@ from loadme.journal import EventType
 from loadme.names import container_group_name, log_blob_name
 from loadme.variables import redact
 
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient
+
 logger = logging.getLogger(__name__)
+
+
+PLATFORM_HEADING = ("[loadme] below: the platform's log of this container, which holds only its last 16 KB or "
+                    "1,000 lines once it stopped (4 MB while it runs): earlier output may be missing\n")
+PLATFORM_BLOCK = "platform"  # padded to the length of the runner's block ids
+
+
+def archive_platform_log(blob: BlobClient, data: bytes) -> str:
+    """Archive the platform's log `data` into `blob`; returns
+    the journal's `source`: `runner+platform` when the runner's partial upload was there and is
+    kept, with `data` committed after it as one block (again on a retry, never twice), else
+    `platform` (the blob then holds `data` alone)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobBlock, ContentSettings
+
+    try:
+        committed, _ = blob.get_block_list("committed")
+    except ResourceNotFoundError:
+        committed = []
+    width = len(committed[0].id) if committed else 0
+    platform_id = PLATFORM_BLOCK.ljust(width, "0")[:width]
+    kept = [b for b in committed if b.id != platform_id]
+    if not kept:
+        blob.upload_blob(data, overwrite=True)
+        return "platform"
+    blob.stage_block(platform_id, data)
+    blob.commit_block_list([BlobBlock(block_id=b.id) for b in kept] + [BlobBlock(block_id=platform_id)],
+                           content_settings=ContentSettings(content_type="text/plain; charset=utf-8"))
+    return "runner+platform"
 
 
 def remove_step(ctx: Context, msg: RemovalMessage) -> bool:
@@ -40,10 +79,10 @@ def remove_step(ctx: Context, msg: RemovalMessage) -> bool:
             journal.record(msg.run_id, msg.step, EventType.LOGS_ARCHIVED, blob=blob, source="runner")
         else:
             # Archive once: after a partial earlier attempt the group may be gone and its log with it.
-            text = redact(executor.logs(group), ctx.settings.secret_values)
-            ctx.storage.logs.upload_blob(blob, text.encode(), overwrite=True)
+            text = PLATFORM_HEADING + redact(executor.logs(group), ctx.settings.secret_values)
+            source = archive_platform_log(ctx.storage.logs.get_blob_client(blob), text.encode())
             journal.record(msg.run_id, msg.step, EventType.LOGS_ARCHIVED, blob=blob, bytes=len(text.encode()),
-                           source="platform")
+                           source=source)
     existed = executor.delete(group)
     journal.record(msg.run_id, msg.step, EventType.REMOVED, container_group=group,
                    existed=existed, reason=msg.reason)

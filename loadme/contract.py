@@ -10,7 +10,8 @@ only: `container/Dockerfile` ships this module into the image.
 - Output file protocol: the job appends `NAME=value` lines to the file named by `LOADME_OUTPUT`
   (the way CI systems collect step outputs); `parse_output_lines` reads it.
 - The result: a `ResultMessage` (loadme.envelope) posted to the `stage2` queue; before it, the
-  runner uploads its whole, redacted log to the blob at `LOADME_LOG_URL`.
+  runner completes its redacted log in the block blob at `LOADME_LOG_URL`, which it has kept up to
+  date as the job ran, always with `LOADME_LOG_SAS` (a SAS for that one blob, in both auth modes).
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from __future__ import annotations
 PREFIX = "LOADME_PREFIX"
 SECRET_NAMES = "LOADME_SECRET_NAMES"  # comma-separated names of the secret variables it was given
 RESULT_URL = "LOADME_RESULT_URL"  # the stage2 queue's messages URL
-RESULT_AUTH = "LOADME_RESULT_AUTH"  # "sas" (local stack) or "identity" (Azure)
+RESULT_AUTH = "LOADME_RESULT_AUTH"  # how the result is posted: "sas" (local stack) or "identity" (Azure)
 RESULT_SAS = "LOADME_RESULT_SAS"  # add-only SAS for the stage2 queue (secure)
 RESULT_TOKEN = "LOADME_RESULT_TOKEN"  # HMAC of run id and step; stage2 accepts only it (secure)
 LOG_URL = "LOADME_LOG_URL"  # the blob the runner uploads its log to
-LOG_SAS = "LOADME_LOG_SAS"  # create/write SAS for that one blob (secure)
+LOG_SAS = "LOADME_LOG_SAS"  # create/write SAS for that one blob, in both modes (secure)
 IDENTITY_CLIENT_ID = "LOADME_IDENTITY_CLIENT_ID"  # the user-assigned identity to get tokens for
 IMDS_URL = "LOADME_IMDS_URL"  # overrides ACI's managed identity endpoint (tests)
 OUTPUT_FILE = "LOADME_OUTPUT"  # given to the job: where it appends NAME=value lines
 
-# Never passed on to the job: the runner's own credentials.
+# Never passed on to the job, and dropped from the runner's own environment: its credentials.
 RUNNER_SECRETS = (RESULT_TOKEN, RESULT_SAS, LOG_SAS)
 RESULT_AUTH_MODES = ("sas", "identity")
 

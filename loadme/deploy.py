@@ -33,12 +33,12 @@ def build_container_spec(ctx: Context, msg: StepMessage) -> ContainerSpec:
     """The container group for a step: its variables, secrets and the runner's controls."""
     settings = ctx.settings
     blob = log_blob_name(msg.run_id, msg.step)
-    sas = log_sas = ""
-    if settings.result_auth == "sas":
-        start = ctx.clock() - timedelta(minutes=5)  # clock skew between us and the storage service
-        expiry = parse_time(msg.deadline) + SAS_GRACE
-        sas = ctx.storage.add_only_sas(STAGE2_QUEUE, start, expiry)
-        log_sas = ctx.storage.log_write_sas(blob, start, expiry)
+    start = ctx.clock() - timedelta(minutes=5)  # clock skew between us and the storage service
+    expiry = parse_time(msg.deadline) + SAS_GRACE
+    # The log is written with a SAS for its one blob in both modes (a user delegation SAS in Azure),
+    # so the containers' identity needs no blob role; the result goes with the SAS or the identity.
+    log_sas = ctx.storage.log_write_sas(blob, start, expiry)
+    sas = ctx.storage.add_only_sas(STAGE2_QUEUE, start, expiry) if settings.result_auth == "sas" else ""
     controls = RunnerControls(
         prefix=settings.variable_prefix,
         result_url=ctx.storage.queue_messages_url(STAGE2_QUEUE),

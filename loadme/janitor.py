@@ -115,12 +115,17 @@ def _check_group(ctx: Context, group: OwnedGroup, now: datetime, report: Janitor
         finished = status.finished_at or deadline
         if now - finished < timedelta(seconds=ctx.settings.result_grace_seconds):
             return  # its result may still be on the way
-        exit_text = "without an exit code" if status.exit_code is None else f"with exit code {status.exit_code}"
+        # The runner exits 0 even when its post failed (a non-zero exit may make ACI run the job
+        # again), so the container's exit code says only whether the runner itself crashed, not how
+        # the job ended: the reason does not read it as the job's.
+        exit_text = ("no exit code" if status.exit_code is None
+                     else f"exit code {status.exit_code}, which is the runner's, not the job's")
         if journal.finish(group.run_id, RunState.FAILED,
-                          f"step {group.step} container stopped {exit_text} without posting a result",
+                          f"step {group.step} container stopped without posting a result (its job's outcome "
+                          f"is unknown; the platform reports {exit_text})",
                           step=group.step, exit_code=status.exit_code):
             report.failed.append(group.run_id)
-            logger.warning("janitor: container stopped %s without a result; run failed", exit_text, extra=log)
+            logger.warning("janitor: container stopped without a result (%s); run failed", exit_text, extra=log)
         report.removals.append(RemovalMessage(group.run_id, group.step, "no_result"))
 
 

@@ -207,8 +207,9 @@ SETTINGS: tuple[Setting, ...] = (
             "holding its value (any allowed image may get it), or -> `{\"setting\": NAME, \"images\": [...]}` "
             "(only those images may get it: entries as in `ALLOWED_IMAGES`; a request naming it for another "
             "image gets a `403`)", default="{}", parse=_json_secret_map, needed=OPTIONAL, secret=True),
-    Setting("RESULT_AUTH", "result_auth", "how the container posts its result and log: `sas` (SASes that allow "
-            "only that; needs the account key) or `identity`", default="sas", parse=_choice("sas", "identity"),
+    Setting("RESULT_AUTH", "result_auth", "how the container posts its result: `sas` (a SAS that allows only "
+            "that; needs the account key) or `identity` (its log goes with a SAS for its one blob either way)",
+            default="sas", parse=_choice("sas", "identity"),
             needed=OPTIONAL),
     Setting("JOURNAL_TABLE", "journal_table", "the journal table (runs, events and their index)",
             default="loadmeruns", parse=_matching(r"[A-Za-z][A-Za-z0-9]{2,62}", "not a valid table name"),

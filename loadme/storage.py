@@ -1,19 +1,20 @@
 """Storage clients for the app's own account: queues (base64, as the host expects), the journal
-table, the logs container, and add-only SAS for the runner. Clients are created lazily, once.
+table, the logs container, and the runner's SASes (add-only on stage2, create/write on its one log
+blob). Clients are created lazily, once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loadme.settings import Settings
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
-    from azure.storage.blob import ContainerClient
+    from azure.storage.blob import BlobServiceClient, ContainerClient, UserDelegationKey
     from azure.storage.queue import QueueClient
 
 # Development storage's well-known key and endpoints (Azurite's default ports).
@@ -24,6 +25,10 @@ DEV_CONNECTION = (
     f"BlobEndpoint=http://127.0.0.1:10000/{DEV_ACCOUNT};QueueEndpoint=http://127.0.0.1:10001/{DEV_ACCOUNT};"
     f"TableEndpoint=http://127.0.0.1:10002/{DEV_ACCOUNT};"
 )
+# A user delegation key is valid for at most 7 days from now ("Must be within 7 days of the current
+# time": Get User Delegation Key, https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key),
+# and a SAS signed with it stops working when the key expires.
+DELEGATION_KEY_LIFETIME = timedelta(days=7)
 
 
 def parse_connection_string(conn: str) -> dict[str, str]:
@@ -52,6 +57,7 @@ class StorageClients:
         else:
             self._conn = {}
             self.account_name = settings.storage_account_name or ""
+        self._delegation_key: tuple[UserDelegationKey, datetime, datetime] | None = None  # key, start, expiry
 
     def _endpoint(self, service: str) -> str:
         explicit = self._conn.get(f"{service.capitalize()}Endpoint")
@@ -139,14 +145,43 @@ class StorageClients:
         return f"{self._endpoint('blob')}/{self._settings.logs_container}/{blob}"
 
     def log_write_sas(self, blob: str, start: datetime, expiry: datetime) -> str:
-        """A SAS that may only create or overwrite the one blob `blob` in the logs container.
+        """A SAS that may only create or write the one blob `blob` in the logs container (no read,
+        list, delete or other blob), valid from `start` to `expiry`.
 
-        Raises ValueError when the account has no key (identity-based connection).
+        With the account key (local stack) it is signed with the key; without one (Azure, shared
+        keys off) it is a user delegation SAS signed with a delegation key of the app's identity,
+        fetched once and reused until a SAS would outlive it (so its expiry is at most 7 days
+        away). `create` and `write` are what Put Block and Put Block List need (the runner keeps a
+        block blob); `add` (Append Block) is left out. Raises azure.core errors when the key
+        cannot be fetched.
         """
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
-        return generate_blob_sas(self.account_name, self._settings.logs_container, blob, account_key=self._sas_key(),
-                                 permission=BlobSasPermissions(create=True, write=True), start=start, expiry=expiry)
+        permission = BlobSasPermissions(create=True, write=True)
+        container = self._settings.logs_container
+        if self._conn.get("AccountKey"):
+            return generate_blob_sas(self.account_name, container, blob, account_key=self._sas_key(),
+                                     permission=permission, start=start, expiry=expiry)
+        key, key_expiry = self._user_delegation_key(start, expiry)
+        return generate_blob_sas(self.account_name, container, blob, user_delegation_key=key,
+                                 permission=permission, start=start, expiry=min(expiry, key_expiry))
+
+    def _user_delegation_key(self, start: datetime, expiry: datetime) -> tuple[UserDelegationKey, datetime]:
+        """The cached delegation key, or a new one valid from `start` for DELEGATION_KEY_LIFETIME when
+        the cached one would not cover `start` to `expiry`."""
+        cached = self._delegation_key
+        if cached is not None and cached[1] <= start and cached[2] >= min(expiry, start + DELEGATION_KEY_LIFETIME):
+            return cached[0], cached[2]
+        key_expiry = start + DELEGATION_KEY_LIFETIME  # `start` is in the past: within 7 days of now
+        key = self._blob_service.get_user_delegation_key(start, key_expiry)
+        self._delegation_key = (key, start, key_expiry)
+        return key, key_expiry
+
+    @functools.cached_property
+    def _blob_service(self) -> BlobServiceClient:
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient(self._endpoint("blob"), credential=self._auth, **self._options)
 
     def _sas_key(self) -> str:
         key = self._conn.get("AccountKey")

@@ -13,6 +13,7 @@ import pytest
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
+from loadme.cleanup import PLATFORM_HEADING
 from loadme.context import Context, set_context
 from loadme.deploy import build_container_spec
 from loadme.envelope import RemovalMessage, StepMessage, decode, parse_time
@@ -148,7 +149,8 @@ def test_a_silent_container_costs_at_most_five_arm_requests(simulated: tuple[Con
     assert (status["state"], status["cleaned_up"]) == ("failed", True)
     archived = next(e for e in status["events"] if e["event"] == "logs_archived")
     assert archived["source"] == "platform"
-    assert ctx.storage.logs.download_blob(archived["blob"]).readall() == b"killed before it could report"
+    assert ctx.storage.logs.download_blob(archived["blob"]).readall() == (
+        PLATFORM_HEADING.encode() + b"killed before it could report")  # says it is only the platform's tail
 
 
 @pytest.mark.parametrize(("status", "code"), [(409, "ContainerGroupQuotaReached"), (429, "TooManyRequests")])
@@ -240,14 +242,16 @@ def test_executor_setting_picks_the_implementation(settings_env: dict[str, str])
     assert isinstance(create_executor(Settings.from_mapping(aci_settings(settings_env, "direct"))), AciExecutor)
 
 
-def test_identity_result_auth_gives_the_container_no_sas(aci_context: tuple[Context, FakeArm],
-                                                          settings_env: dict[str, str]) -> None:
+def test_identity_result_auth_gives_the_container_no_queue_sas(aci_context: tuple[Context, FakeArm],
+                                                                settings_env: dict[str, str]) -> None:
     settings = Settings.from_mapping(aci_settings(settings_env, "direct", RESULT_AUTH="identity",
                                                   CONTAINER_IDENTITY_CLIENT_ID="client-id-1"))
     ctx = Context(settings, executor=aci_context[0].executor)
     _, initjob = post_json({"variables": {}})
     env = {e["name"]: e for e in build_container_spec(ctx, decode(initjob.get()[0], StepMessage)).environment}
     assert "LOADME_RESULT_SAS" not in env
+    # The log goes with a SAS for its one blob in both modes: the containers' identity has no blob role.
+    assert set(env["LOADME_LOG_SAS"]) == {"name", "secureValue"} and "sr=b" in env["LOADME_LOG_SAS"]["secureValue"]
     assert env["LOADME_IDENTITY_CLIENT_ID"] == {"name": "LOADME_IDENTITY_CLIENT_ID", "value": "client-id-1"}
     assert env["LOADME_RESULT_AUTH"]["value"] == "identity"
 

@@ -22,6 +22,7 @@ from tests.support import (
     receive_result,
     response_json,
     user_function,
+    wait_until,
 )
 
 EXPECTED_ROWS = ["000-requested", "000-terminal", "001-deploying", "001-logs_archived", "001-removed",
@@ -130,8 +131,15 @@ def test_failed_job_fails_the_run_and_still_removes_it(context: Context) -> None
     response, initjob = post_json({"variables": {"___DemoExitCode": "3", "___Name": "Eve"}})
     run_id = response_json(response)["run_id"]
     user_function("dq_init_job")(queue_message(initjob.get()[0]), removeinfra=Out())
+    result = receive_result(context, run_id)
+    assert decode(result, ResultMessage).exit_code == 3
+    # The container itself exits 0 once it has posted (ACI may restart one that exits non-zero).
+    group = container_group_name(run_id, 1)
+    status = wait_until(lambda: (s := context.executor.state(group)).state == "terminated" and s, 30,
+                        "the runner to exit")
+    assert status.exit_code == 0
     removal = Out()
-    user_function("stage2")(queue_message(receive_result(context, run_id)), initjob=Out(), removeinfra=removal)
+    user_function("stage2")(queue_message(result), initjob=Out(), removeinfra=removal)
     user_function("remove_infra")(queue_message(removal.get()[0]))
     status = response_json(user_function("run_status")(
         http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id})))

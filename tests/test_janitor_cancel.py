@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +15,12 @@ from azure.functions.timer import TimerRequest
 
 from loadme import contract
 from loadme.admission import MIN_WAIT_SECONDS
+from loadme.cleanup import archive_platform_log
 from loadme.context import Context, set_context
 from loadme.deploy import build_container_spec
 from loadme.envelope import RemovalMessage, StepMessage, StepPlan, decode, parse_time
 from loadme.journal import EventType
-from loadme.names import INITJOB_QUEUE, container_group_name, poison_queue
+from loadme.names import INITJOB_QUEUE, container_group_name, log_blob_name, poison_queue
 from loadme.settings import Settings
 from tests.support import (
     Clock,
@@ -108,8 +110,46 @@ def test_janitor_fails_a_run_whose_container_died_without_a_result(ctx: Context,
     terminal = next(e for e in status["events"] if e["event"] == "terminal")
     assert (status["state"], terminal["exit_code"]) == ("failed", 137)
     assert "without posting a result" in terminal["reason"]
+    assert "the platform reports exit code 137, which is the runner's, not the job's" in terminal["reason"]
     log = ctx.storage.logs.download_blob(status["logs"][0]).readall().decode()
     assert f"run {run_id} step 1: starting python" in log  # the logs were kept
+    assert log.startswith("[loadme] below: the platform's log of this container, which holds only its last 16 KB")
+
+
+def test_a_container_killed_mid_job_leaves_what_it_printed_in_its_log(ctx: Context, clock: Clock,
+                                                                       tmp_path: Path) -> None:
+    """The runner uploads as it goes: its partial log survives the kill and the archive keeps it,
+    with the platform's tail added after it under a heading."""
+    go_on = tmp_path / "go-on"
+    job = ("import os, signal, time\n"
+           "print('line one'); print('line two', flush=True)\n"
+           "deadline = time.monotonic() + 60\n"
+           f"while not os.path.exists({str(go_on)!r}) and time.monotonic() < deadline: time.sleep(0.05)\n"
+           "os.kill(os.getppid(), signal.SIGKILL)\n")
+    run_id = _start_and_deploy({"variables": {}, "command": ["python", "-c", job]})
+    group, blob = container_group_name(run_id, 1), ctx.storage.logs.get_blob_client(log_blob_name(run_id, 1))
+
+    def partial_log() -> str | None:
+        text = blob.download_blob().readall().decode() if blob.exists() else ""
+        return text if "line two" in text else None
+
+    wait_until(partial_log, 30, "the runner's partial upload")
+    go_on.touch()
+    wait_until(lambda: ctx.executor.state(group).state == "terminated", 30, "the runner to be killed")
+    clock.advance(2)
+    removals = _janitor()
+    assert [r.reason for r in removals] == ["no_result"]
+    _remove(removals)
+    status = _status(run_id)
+    archived = next(e for e in status["events"] if e["event"] == "logs_archived")
+    assert archived["source"] == "runner+platform"
+    log = ctx.storage.logs.download_blob(status["logs"][0]).readall().decode()
+    runner_part, heading, platform_part = log.partition("[loadme] below: the platform's log of this container")
+    assert heading and "line one\nline two\n" in runner_part and "line two" in platform_part
+    # Archiving again (a removal retried after the archive but before its journal row) replaces the
+    # platform's block instead of adding a second one.
+    assert archive_platform_log(blob, b"platform again\n") == "runner+platform"
+    assert blob.download_blob().readall().decode() == runner_part + "platform again\n"
 
 
 def test_janitor_removes_groups_whose_removal_kept_failing_and_orphans(ctx: Context, clock: Clock) -> None:
