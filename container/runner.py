@@ -31,7 +31,6 @@ Only a runner crash exits non-zero. The names it reads are loadme.contract.
 from __future__ import annotations
 
 import base64
-import ctypes
 import os
 import select
 import subprocess
@@ -57,7 +56,6 @@ TIMEOUT_SECONDS = 15
 QUEUE_API_VERSION = "2021-12-02"
 BLOB_API_VERSION = "2021-12-02"
 IMDS_URL = "http://169.254.169.254/metadata/identity/oauth2/token"
-PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 # The log kept in the blob: its last 64 MiB (older blocks leave the block list; a line says so).
 MAX_LOG_BYTES = 64 * 1024 * 1024
 # Put Block takes up to 4000 MiB and a blob up to 50,000 committed blocks
@@ -68,17 +66,6 @@ MAX_BLOCKS = 10_000
 LOG_FLUSH_SECONDS = 5.0
 # A line longer than this is echoed without waiting for its newline (minus what could start a secret).
 MAX_LINE_BYTES = 64 * 1024
-
-
-def protect_process() -> bool:
-    """Make this process undumpable: its /proc files (environ, mem, fd...) become root-owned and a
-    same-uid process can no longer read them or ptrace it (proc(5), PR_SET_DUMPABLE in prctl(2)).
-    The job is unaffected: execve makes it dumpable again. False where prctl is unavailable."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 class Log:
@@ -357,7 +344,7 @@ def main(
 
 def entry(argv: list[str]) -> int:
     """The container's command: protect the credentials, then run `main` on this process's environment."""
-    protected = protect_process()
+    protected = contract.protect_process()
     env = dict(os.environ)
     for name in contract.RUNNER_SECRETS:  # what is still reachable in this process (the job never gets them)
         os.environ.pop(name, None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -315,3 +316,38 @@ def sample_container_spec(image: str = "loadmeacr.azurecr.io/loadme-runner:1") -
     return ContainerSpec(name=container_group_name(run_id, 1), run_id=run_id, step=1,
                          deadline="2026-11-25T03:00:00+00:00", image=image, command=("python", "jobs/demo_job.py"),
                          environment=tuple(env))
+
+
+# A job that walks /proc: writes {found: pids whose environ holds any of argv[2:], readable, parent:
+# what reading its parent's environ gave, own: its own environ was readable} to the file argv[1].
+PROC_PROBE = """
+import json, os, sys
+found, readable, parent = [], 0, "unread"
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            environ = handle.read()
+    except OSError as exc:
+        if int(pid) == os.getppid():
+            parent = type(exc).__name__
+        continue
+    readable += 1
+    if int(pid) == os.getppid():
+        parent = "read"
+    found += [pid for value in sys.argv[2:] if value.encode() in environ]
+own = open("/proc/self/environ", "rb").read()
+with open(sys.argv[1], "w") as report:
+    json.dump({"found": found, "readable": readable, "parent": parent, "own": b"LOADME_OUTPUT=" in own}, report)
+"""
+
+
+def unprivileged(argv: list[str]) -> list[str]:
+    """`argv` as a process that has no privilege over others of its uid. Run as root, it keeps uid 0
+    (the venv's python is not reachable for other uids here) but loses every capability for good
+    (CAP_SYS_PTRACE and CAP_DAC_* among them): the kernel then treats it as any same-uid process."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "running as root: setpriv (util-linux) is needed to drop the capabilities"
+    return [setpriv, "--bounding-set=-all", "--inh-caps=-all",
+            "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked", *argv]

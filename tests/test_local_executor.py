@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from loadme import contract
 from loadme.context import Context
 from loadme.deploy import build_container_spec
 from loadme.envelope import StepMessage, StepPlan
+from loadme.executors.base import ContainerSpec
 from loadme.executors.local import CONTAINER_DIR, RUNNER, LocalExecutor, group_alive
 from loadme.names import container_group_name, new_run_id
 from loadme.runs import reserved_variables
-from tests.support import OTHER_SECRET_VALUE, SECRET_VALUE, wait_until
+from tests.support import OTHER_SECRET_VALUE, PROC_PROBE, SECRET_VALUE, unprivileged, wait_until
 
 
 def _step(ctx: Context, command: tuple[str, ...], secrets: tuple[str, ...] = (), **variables: str) -> StepMessage:
@@ -114,3 +116,26 @@ def test_a_claimed_group_runs_even_when_whoever_started_it_died_at_once(context:
     wait_until(lambda: executor.state(spec.name).state == "terminated", 30, "the container to run to its end")
     assert executor.state(spec.name).exit_code == 0
     process.wait(timeout=30)
+
+
+class _UnprivilegedExecutor(LocalExecutor):
+    """The local executor with its supervisor (and so the runner and the job) stripped of every
+    capability: as a same-uid process on a developer's machine, or uid 10001 in the image."""
+
+    def supervisor_command(self, spec: ContainerSpec) -> list[str]:
+        return unprivileged(super().supervisor_command(spec))
+
+
+def test_a_job_on_the_local_executor_reads_no_credentials_from_proc(context: Context, tmp_path: Path) -> None:
+    """The supervisor holds the runner's environment too: neither it nor the runner is readable."""
+    report = tmp_path / "report.json"
+    spec = build_container_spec(context, _step(context, ("python", "-c", PROC_PROBE, str(report))))
+    secure = [e["secureValue"] for e in spec.environment if e["name"] in contract.RUNNER_SECRETS and "secureValue" in e]
+    assert secure  # the token at least
+    spec = replace(spec, command=(*spec.command, *secure))
+    executor = _UnprivilegedExecutor(tmp_path / "containers")
+    assert executor.deploy(spec) is True
+    wait_until(lambda: executor.state(spec.name).state == "terminated", 60, "the container to finish")
+    seen = json.loads(report.read_text())
+    assert seen["own"] and seen["parent"] == "PermissionError"
+    assert seen["found"] == []  # neither the runner nor its supervisor gives them away

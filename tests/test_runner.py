@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,7 +20,7 @@ import pytest
 
 from container import runner
 from loadme.envelope import ResultMessage, decode
-from tests.support import REPO_ROOT, wait_until
+from tests.support import PROC_PROBE, REPO_ROOT, unprivileged, wait_until
 
 
 class FakeStorage:
@@ -281,40 +279,6 @@ def test_identity_mode_posts_with_the_identity_and_uploads_the_log_with_its_sas(
     assert storage.blob is not None and b"job exited 0" in storage.blob
 
 
-PROBE = """
-import json, os, sys
-found, readable, parent = [], 0, "unread"
-for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            environ = handle.read()
-    except OSError as exc:
-        if int(pid) == os.getppid():
-            parent = type(exc).__name__
-        continue
-    readable += 1
-    if int(pid) == os.getppid():
-        parent = "read"
-    found += [pid for value in sys.argv[2:] if value.encode() in environ]
-own = open("/proc/self/environ", "rb").read()
-with open(sys.argv[1], "w") as report:
-    json.dump({"found": found, "readable": readable, "parent": parent, "own": b"LOADME_OUTPUT=" in own}, report)
-"""
-
-
-def _unprivileged(argv: list[str]) -> list[str]:
-    """`argv` as a process that has no privilege over others of its uid. Run as root, it keeps uid 0
-    (the venv's python is not reachable for other uids here) but loses every capability for good
-    (CAP_SYS_PTRACE and CAP_DAC_* among them): the kernel then treats it as any same-uid process."""
-    if os.geteuid() != 0:
-        return argv
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: cannot drop the capabilities that read any process")
-    return [setpriv, "--bounding-set=-all", "--inh-caps=-all",
-            "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked", *argv]
-
-
 def test_the_job_cannot_read_the_runners_credentials_from_proc(storage_factory: Any, tmp_path: Path) -> None:
     """A real runner process (as the executors start it) whose job walks /proc for every environ it can read."""
     storage = storage_factory()
@@ -322,7 +286,7 @@ def test_the_job_cannot_read_the_runners_credentials_from_proc(storage_factory: 
     env = {**_env(storage), "LOADME_RESULT_TOKEN": token, "LOADME_RESULT_SAS": sas, "LOADME_LOG_SAS": log_sas,
            "PYTHONPATH": str(REPO_ROOT)}
     report = tmp_path / "report.json"
-    command = _unprivileged([sys.executable, str(runner.__file__), sys.executable, "-c", PROBE, str(report),
+    command = unprivileged([sys.executable, str(runner.__file__), sys.executable, "-c", PROC_PROBE, str(report),
                              token, sas, log_sas])
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

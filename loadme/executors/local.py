@@ -29,6 +29,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from loadme import contract
 from loadme.container_env import as_process_environment
 from loadme.errors import TransientError
 from loadme.executors.base import ContainerSpec, ContainerStatus, DeploymentFailure, OwnedGroup
@@ -263,6 +264,7 @@ def _supervise(folder: Path, argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    contract.protect_process()  # its environment holds the runner's credentials: closed to the job too
     root, record, _separator, *command = argv
     folder = _claim(Path(root), json.loads(record))
     # The caller may have died since it started us (a killed host): the claim stands and the container
