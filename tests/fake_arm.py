@@ -9,7 +9,11 @@ and sends real HTTP requests and parses real responses; nothing reaches the netw
 - `FakeAci`: a small stateful ACI: groups created by PUT (direct or through a template-spec
   deployment, whose state a GET reads), a container that runs for a while and ends, an instance
   view that lags behind the container by `instance_view_lag` seconds (as ACI's does), logs, delete,
-  list, quotas, a deployment ARM fails after accepting it. Time is an injected clock.
+  list, quotas, a deployment ARM fails after accepting it, and the resource group's deployment
+  history: ARM keeps at most 800 deployments per resource group and refuses the next with
+  `DeploymentQuotaExceeded` until some are deleted (learn.microsoft.com/azure/azure-resource-manager/
+  troubleshooting/deployment-quota-exceeded; the app's identity cannot rely on ARM's automatic
+  deletions, so none are modelled). Time is an injected clock.
 """
 
 from __future__ import annotations
@@ -189,12 +193,15 @@ class FakeAci(_FakeEndpoint):
     _DEPLOYMENT = re.compile(rf"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft\.Resources/"
                              r"deployments/(?P<name>[^/]+)", re.IGNORECASE)
 
+    HISTORY_LIMIT = 800  # deployments per resource group (see the module docstring)
+
     def __init__(self, clock: Callable[[], datetime], instance_view_lag: float = 30.0,
                  max_groups: int = 100) -> None:
         super().__init__()
         self.clock = clock
         self.lag = timedelta(seconds=instance_view_lag)
         self.max_groups = max_groups
+        self.refusals: list[tuple[int, dict[str, Any]]] = []  # the next creates answer these, in order
         self.groups: dict[str, SimulatedGroup] = {}
         self.deployments: dict[str, dict[str, Any]] = {}  # deployment name -> its properties
 
@@ -217,12 +224,23 @@ class FakeAci(_FakeEndpoint):
 
     def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
         if (match := self._DEPLOYMENT.fullmatch(path)) and method == "PUT":
+            if match["name"] not in self.deployments and len(self.deployments) >= self.HISTORY_LIMIT:
+                # ARM's message; 400 is an assumption (the page gives the code, not the status).
+                return 400, error("DeploymentQuotaExceeded", f"Creating the deployment '{match['name']}' would "
+                                  f"exceed the quota of '{self.HISTORY_LIMIT}'. The current deployment count is "
+                                  f"'{len(self.deployments)}'. Please delete some deployments before creating a "
+                                  "new one."), {}
             parameters = {k: v["value"] for k, v in body["properties"]["parameters"].items()}
             return self._deploy(match["name"], self._create(parameters["containerGroupName"], parameters["tags"]))
+        if match and match["name"] not in self.deployments:
+            return 404, error("DeploymentNotFound", f"Deployment '{match['name']}' could not be found."), {}
         if match and method == "GET":
-            if match["name"] not in self.deployments:
-                return 404, error("DeploymentNotFound", f"deployment {match['name']} not found"), {}
             return 200, {"id": path, "name": match["name"], "properties": self.deployments[match["name"]]}, {}
+        if match and method == "DELETE":
+            if self.deployments[match["name"]].get("provisioningState") in ("Accepted", "Running"):
+                return 409, error("DeploymentActive", f"The deployment '{match['name']}' is still active."), {}
+            del self.deployments[match["name"]]  # the deployed resources stay: only the record goes
+            return 202, None, {"Location": f"{ARM}/operationresults/delete-{match['name']}"}
         if (match := self._GROUP.fullmatch(path)) is not None:
             name, group = match["name"], self.groups.get(match["name"])
             if method == "PUT":
@@ -247,6 +265,9 @@ class FakeAci(_FakeEndpoint):
         return created
 
     def _create(self, name: str, tags: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        if self.refusals and name not in self.groups:
+            status, body = self.refusals.pop(0)
+            return status, body, {"Retry-After": "0"}
         if name not in self.groups and len(self.groups) >= self.max_groups:
             return 409, error("ContainerGroupQuotaReached", "the container group quota is reached"), {}
         self.groups.setdefault(name, SimulatedGroup(name, tags, self.clock()))

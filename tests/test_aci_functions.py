@@ -91,6 +91,12 @@ def _put_path(ctx: Context, group: str) -> str:
     return (DEPLOYMENTS + deployment_name(group) if templatespec else group_path(group)).lower()
 
 
+def _deployment_deleted(ctx: Context, group: str) -> list[tuple[str, str]]:
+    """The DELETE of the step's deployment record that remove_infra sends in template-spec mode."""
+    templatespec = ctx.settings.aci.deploy_mode == "templatespec"  # type: ignore[union-attr]
+    return [("DELETE", (DEPLOYMENTS + deployment_name(group)).lower())] if templatespec else []
+
+
 def _deployed(aci: FakeAci) -> tuple[StepMessage, str]:
     _, initjob = post_json({"variables": {"___Name": "Ada"}})
     step = decode(initjob.get()[0], StepMessage)
@@ -112,15 +118,18 @@ def _run(run_id: str) -> dict[str, Any]:
 @pytest.mark.parametrize("exit_code", [0, 3])
 def test_a_run_that_reports_costs_three_arm_requests_however_late_the_instance_view(
         simulated: tuple[Context, FakeAci, Clock], exit_code: int) -> None:
-    """GET (does it exist?), PUT, DELETE: the container's own result carries its exit code and its
-    log is already archived by the runner, so nothing waits for ACI to notice the container ended."""
+    """GET (does it exist?), PUT, DELETE (and in template-spec mode the DELETE of the deployment's
+    record): the container's own result carries its exit code and its log is already archived by
+    the runner, so nothing waits for ACI to notice the container ended."""
     ctx, aci, clock = simulated
     step, group = _deployed(aci)
     clock.advance(5)
     aci.finish(group, exit_code, log="never read")  # ACI will say Running for 30 s more
     _finish_through_stage2(step, exit_code)
     assert [(s.method, s.path.lower()) for s in aci.seen] == [
-        ("GET", group_path(group).lower()), ("PUT", _put_path(ctx, group)), ("DELETE", group_path(group).lower())]
+        ("GET", group_path(group).lower()), ("PUT", _put_path(ctx, group)), ("DELETE", group_path(group).lower()),
+        *_deployment_deleted(ctx, group)]
+    assert aci.deployments == {}  # the history holds nothing of a finished step
     status = _run(step.run_id)
     assert (status["state"], status["cleaned_up"]) == ("succeeded" if exit_code == 0 else "failed", True)
     assert next(e for e in status["events"] if e["event"] == "logs_archived")["source"] == "runner"
@@ -142,7 +151,7 @@ def test_a_silent_container_costs_at_most_five_arm_requests(simulated: tuple[Con
     per_run = [(s.method, s.path.lower()) for s in aci.seen if s.path.lower() != LIST_PATH]
     assert per_run == [("GET", group_path(group).lower()), ("PUT", _put_path(ctx, group)),
                        ("GET", group_path(group).lower()), ("GET", group_path(group).lower() + "/containers/job/logs"),
-                       ("DELETE", group_path(group).lower())]
+                       ("DELETE", group_path(group).lower()), *_deployment_deleted(ctx, group)]
     assert len([s for s in aci.seen if s.path.lower() == LIST_PATH]) == 3  # one per tick, for all runs
     status = _run(step.run_id)
     assert (status["state"], status["cleaned_up"]) == ("failed", True)
