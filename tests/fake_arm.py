@@ -267,7 +267,7 @@ class FakeAci(_FakeEndpoint):
     def _create(self, name: str, tags: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         if self.refusals and name not in self.groups:
             status, body = self.refusals.pop(0)
-            return status, body, {"Retry-After": "0"}
+            return status, body, {"Retry-After": "0"} if status in (429, 503) else {}
         if name not in self.groups and len(self.groups) >= self.max_groups:
             return 409, error("ContainerGroupQuotaReached", "the container group quota is reached"), {}
         self.groups.setdefault(name, SimulatedGroup(name, tags, self.clock()))

@@ -4,10 +4,11 @@ that reads it. Pure, no SDK.
 An ARM error is a tree: `{code, message, details: [{code, message, details: [...]}, ...]}`. A
 preflight refusal wraps its cause in `InvalidTemplateDeployment`, a failed deployment in
 `DeploymentFailed`/`ResourceDeploymentFailure`; the code that says why is somewhere inside. So the
-classifier looks at the top-level code AND every nested `details` entry, and the most telling row
+classifier looks at the top-level code AND every nested `details` entry. A known code whose own
+details hold known codes is only their wrapper; among the innermost known codes the most telling
 wins (`_PRECEDENCE`): a full deployment history first (nothing deploys until it is pruned, so waiting
-cannot help), then a wait (quota, capacity, throttling), then a failure, then a retry. A code the
-table does not know is judged by the HTTP status alone (`classify`).
+cannot help), then a wait (quota, capacity, throttling, the registry's "retry later"), then a
+failure, then a retry. An error with no known code anywhere is judged by its HTTP status alone.
 
 The actions:
 - WAIT: the step waits for capacity in line (QuotaExceeded; a failed deployment is deployed again),
@@ -49,7 +50,7 @@ class KnownError:
     """One row of the table: an error code, what kind of trouble it is, what to do, where Azure says so."""
 
     code: str
-    kind: str  # quota, capacity, throttled, history, not_found, image, bad_request, transient, in_progress
+    kind: str  # one of _PRECEDENCE
     action: Action
     source: str
 
@@ -102,7 +103,7 @@ TABLE: tuple[KnownError, ...] = (
     KnownError("OsVersionNotSupported", "image", Action.FAIL, _ACI_TROUBLESHOOTING),
     # ACI's "An error response is received from the docker registry '...'. Please retry later." (a
     # registry refusing or throttling pulls, e.g. Azure/azure-cli#29300): ACI says to retry later.
-    KnownError("RegistryErrorResponse", "image", Action.WAIT, "Azure/azure-cli#29300 (ACI's own message: "
+    KnownError("RegistryErrorResponse", "registry", Action.WAIT, "Azure/azure-cli#29300 (ACI's own message: "
                "\"Please retry later\"); no Microsoft page lists this code"),
     # Bad request: the template, its parameters or the request are wrong; the same request fails again.
     KnownError("InvalidTemplate", "bad_request", Action.FAIL, _ARM_COMMON),
@@ -126,8 +127,8 @@ TABLE: tuple[KnownError, ...] = (
 )
 _BY_CODE = {row.code.lower(): row for row in TABLE}
 # Which cause decides when several are present (module docstring).
-_PRECEDENCE = ("history", "quota", "capacity", "throttled", "image", "bad_request", "not_found", "in_progress",
-               "transient")
+_PRECEDENCE = ("history", "quota", "capacity", "throttled", "registry", "image", "bad_request", "not_found",
+               "in_progress", "transient")
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def classify(error: Any, status: int = 0, deploying: bool = False) -> Verdict:
     HTTP `status` (0: read from a failed deployment, no status). A WAIT outside a deployment is a RETRY.
     """
     causes = tuple(causes_of(error))
-    rows = [row for code, _ in causes if (row := known(code)) is not None]
+    rows = _deciding_rows(error)
     if rows:
         row = min(rows, key=lambda r: _PRECEDENCE.index(r.kind))
         action = row.action
@@ -172,6 +173,16 @@ def classify(error: Any, status: int = 0, deploying: bool = False) -> Verdict:
     if action is Action.WAIT and not deploying:
         action = Action.RETRY
     return Verdict(action, row, causes)
+
+
+def _deciding_rows(error: Any) -> list[KnownError]:
+    """The rows of the innermost known codes: a code whose details hold a known code is only their
+    wrapper (`InvalidTemplateDeployment` around `ContainerGroupQuotaReached` is a quota)."""
+    if error is None:
+        return []
+    inner = [row for detail in (getattr(error, "details", None) or []) for row in _deciding_rows(detail)]
+    own = known(str(getattr(error, "code", None) or ""))
+    return inner or ([own] if own is not None else [])
 
 
 def _by_status(status: int, deploying: bool) -> Action:
