@@ -464,16 +464,22 @@ def test_more_deploy_and_remove_cycles_than_arms_deployment_history_holds() -> N
         executor.deploy(sample_container_spec())
 
 
-def test_delete_deployment_sends_one_delete_in_templatespec_mode_and_nothing_in_direct_mode() -> None:
+def test_delete_deployment_sends_one_delete_in_templatespec_mode_and_nothing_in_direct_mode(
+        caplog: pytest.LogCaptureFixture) -> None:
     name = sample_container_spec().name
     path = DEPLOYMENTS + deployment_name(name)
     executor, arm = _executor([Reply("DELETE", path, 202, None, {"Location": f"{ARM}/operationresults/1"}),
-                               Reply("DELETE", path, 409, error("DeploymentActive", "still running"))])
+                               Reply("DELETE", path, 409, error("DeploymentActive", "still running")),
+                               Reply("DELETE", path, 403, error("AuthorizationFailed", "no deployments/delete"))])
     assert executor.delete_deployment(name) is True
     [delete] = arm.seen
     assert delete.method == "DELETE" and delete.body is None
     assert delete.url.lower() == f"{ARM}{path}".lower() + f"?api-version={_query(delete.url)['api-version'][0]}"
     with pytest.raises(TransientError, match="409 DeploymentActive"):  # not deletable yet: the host retries
         executor.delete_deployment(name)
+    # An identity without the permission: logged, and the group's removal goes on (the role needs it).
+    with caplog.at_level(logging.ERROR):
+        assert executor.delete_deployment(name) is False
+    assert "Microsoft.Resources/deployments/delete" in caplog.text and "AuthorizationFailed" in caplog.text
     direct, arm = _executor([], "direct")
     assert direct.delete_deployment(name) is False and arm.seen == []

@@ -129,9 +129,12 @@ class AciExecutor:
         mode; the DELETE is sent, not awaited), so the history never reaches ARM's 800 and refuses
         every deployment (DeploymentQuotaExceeded). Deleting a deployment leaves what it deployed
         alone (learn.microsoft.com/azure/azure-resource-manager/troubleshooting/deployment-quota-exceeded).
-        False when there was none (404, or `direct` mode). Raises TransientError while it still runs.
+        False when there was none (404, or `direct` mode) or ARM refused the identity the delete
+        (403: logged as an error, since the group's removal must not fail for its history record; the
+        full history then fails deployments with ARM's message). Raises TransientError while the
+        deployment still runs (409 DeploymentActive) or ARM is unavailable.
         """
-        from azure.core.exceptions import ResourceNotFoundError
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         if self.aci.deploy_mode != "templatespec":
             return False
@@ -139,6 +142,12 @@ class AciExecutor:
             self._call(lambda: self._deployments.deployments.begin_delete(
                 self.aci.resource_group, deployment_name(name), polling=False))
         except ResourceNotFoundError:
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code != 403:
+                raise
+            logger.error("cannot delete deployment %s (needs Microsoft.Resources/deployments/delete): %s",
+                         deployment_name(name), scrub(_error_text(exc), ()))
             return False
         return True
 
