@@ -140,6 +140,22 @@ class FakeArm(_FakeEndpoint):
         raise AssertionError(f"unexpected ARM request {method} {path}")
 
 
+def _arm_literal(value: Any) -> Any:
+    """An object or array parameter value as ARM reads it: a nested string that starts with `[` and
+    ends with `]` is an expression (Azure/bicep#9173, #18658; refused here: no evaluation), one that
+    starts with `[[` is the escaped literal (learn.microsoft.com/azure/azure-resource-manager/templates/
+    template-expressions#escape-characters). Raises ValueError naming an expression."""
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        if not value.startswith("[["):
+            raise ValueError(value[1:-1])
+        return value[1:]
+    if isinstance(value, dict):
+        return {key: _arm_literal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_arm_literal(item) for item in value]
+    return value
+
+
 def group_path(name: str) -> str:
     return f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ContainerInstance/containerGroups/{name}"
 
@@ -202,6 +218,7 @@ class FakeAci(_FakeEndpoint):
         self.lag = timedelta(seconds=instance_view_lag)
         self.max_groups = max_groups
         self.refusals: list[tuple[int, dict[str, Any]]] = []  # the next creates answer these, in order
+        self.parameters: dict[str, dict[str, Any]] = {}  # deployment name -> its parameters as ARM read them
         self.groups: dict[str, SimulatedGroup] = {}
         self.deployments: dict[str, dict[str, Any]] = {}  # deployment name -> its properties
 
@@ -231,6 +248,12 @@ class FakeAci(_FakeEndpoint):
                                   f"'{len(self.deployments)}'. Please delete some deployments before creating a "
                                   "new one."), {}
             parameters = {k: v["value"] for k, v in body["properties"]["parameters"].items()}
+            try:
+                parameters = {k: v if isinstance(v, str) else _arm_literal(v) for k, v in parameters.items()}
+            except ValueError as exc:
+                return 400, error("InvalidTemplate", f"Deployment template validation failed: 'The language "
+                                  f"expression '{exc}' is not valid'."), {}
+            self.parameters[match["name"]] = parameters
             return self._deploy(match["name"], self._create(parameters["containerGroupName"], parameters["tags"]))
         if match and match["name"] not in self.deployments:
             return 404, error("DeploymentNotFound", f"Deployment '{match['name']}' could not be found."), {}

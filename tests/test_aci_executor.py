@@ -483,3 +483,36 @@ def test_delete_deployment_sends_one_delete_in_templatespec_mode_and_nothing_in_
     assert "Microsoft.Resources/deployments/delete" in caplog.text and "AuthorizationFailed" in caplog.text
     direct, arm = _executor([], "direct")
     assert direct.delete_deployment(name) is False and arm.seen == []
+
+
+@pytest.mark.parametrize("mode", ["templatespec", "direct"])
+def test_bracket_strings_reach_the_group_as_given_not_as_arm_expressions(mode: str) -> None:
+    """Security review S1: ARM reads a string nested in an object or array parameter that starts with
+    `[` and ends with `]` as an expression (FakeAci refuses it, as ARM's validation does); the executor
+    escapes it as `[[...]` in template-spec parameters, so ARM reads back exactly what the step gave.
+    Direct mode sends the values as they are."""
+    from dataclasses import replace
+
+    clock = Clock()
+    aci = FakeAci(clock)
+    options: dict[str, Any] = aci.client_options(SDK_RETRIES)
+    settings = sample_aci_settings("identity")
+    settings = type(settings)(**{**settings.__dict__, "deploy_mode": mode, "template_spec_version_id": TS_ID})
+    executor = AciExecutor(settings, ContainerInstanceManagementClient(FakeCredential(), SUB, **options),
+                           DeploymentsMgmtClient(FakeCredential(), SUB, **options))
+    spec = sample_container_spec()
+    spec = replace(spec, command=("grep", "[a-z]", "[[x]", "[y", "z]", "[subscription().id]"),
+                   environment=(*spec.environment, {"name": "___Pattern", "value": "[listKeys('x', '1')]"},
+                                {"name": "___Secret", "secureValue": "[1, 2]"}))
+    assert executor.deploy(spec) is True
+    sent = template_parameters(spec, settings)
+    if mode == "templatespec":
+        read = aci.parameters[deployment_name(spec.name)]
+        assert read["command"] == sent["command"]["value"] and read["environment"] == sent["environment"]["value"]
+        assert read["command"][-6:] == ["grep", "[a-z]", "[[x]", "[y", "z]", "[subscription().id]"]
+        assert read["tags"] == sent["tags"]["value"] and read["image"] == spec.image
+    else:
+        [put] = [s for s in aci.seen if s.method == "PUT"]
+        container = put.body["properties"]["containers"][0]["properties"]
+        assert container["command"][-6:] == ["grep", "[a-z]", "[[x]", "[y", "z]", "[subscription().id]"]
+        assert {"name": "___Pattern", "value": "[listKeys('x', '1')]"} in container["environmentVariables"]

@@ -33,6 +33,7 @@ from loadme.executors.aci_parameters import (
     TAG_DEADLINE,
     TAG_RUN_ID,
     TAG_STEP,
+    escaped_for_arm,
     group_body,
     template_parameters,
 )
@@ -213,7 +214,7 @@ class AciExecutor:
 
         deployment = Deployment(properties=DeploymentProperties(
             mode="Incremental", template_link=TemplateLink(id=self.aci.template_spec_version_id),
-            parameters=parameters,
+            parameters=escaped_for_arm(parameters),
         ))
         self._call(lambda: self._deployments.deployments.begin_create_or_update(
             self.aci.resource_group, deployment_name(name), deployment, polling=False), deploying=True,
