@@ -1,10 +1,12 @@
-"""`remove_infra`: make sure a step's log is archived, then delete its container group. No waiting.
+"""`remove_infra`: make sure a step's log is archived, then delete its container group and the
+record of its deployment (template-spec mode). No waiting.
 
 A container that reported uploaded its own whole log before posting its result (the runner,
 loadme.contract), so the normal path costs one platform request: the delete. Only a container
 that never reported (timed out, cancelled, crashed, silent) or whose upload failed has its log read
 from the platform first. The ARM requests per run are therefore fixed, whatever the platform's
-instance view says about the container at that moment.
+instance view says about the container at that moment: in template-spec mode one more, the DELETE of
+the step's deployment, so the resource group's deployment history stays as small as the runs alive.
 
 The platform keeps little: 16 KB or 1,000 lines of a stopped container, 4 MB of a running one
 (https://learn.microsoft.com/azure/container-instances/container-instances-resource-and-quota-limits),
@@ -84,8 +86,11 @@ def remove_step(ctx: Context, msg: RemovalMessage) -> bool:
             journal.record(msg.run_id, msg.step, EventType.LOGS_ARCHIVED, blob=blob, bytes=len(text.encode()),
                            source=source)
     existed = executor.delete(group)
+    # Then its deployment record (ACI template-spec mode; 404 = already deleted): ARM keeps 800 per
+    # resource group and refuses every deployment past that, so one left per step would stop all runs.
+    deployment_deleted = executor.delete_deployment(group)
     journal.record(msg.run_id, msg.step, EventType.REMOVED, container_group=group,
-                   existed=existed, reason=msg.reason)
+                   existed=existed, deployment_deleted=deployment_deleted, reason=msg.reason)
     journal.index.deactivate(msg.run_id, msg.step)
     ctx.admission.release(group)
     logger.info("container group %s removed (%s)", group,

@@ -13,6 +13,7 @@ from loadme.context import Context
 from loadme.envelope import RemovalMessage, StepMessage, StepPlan, parse_time
 from loadme.errors import DeployRejected, QuotaExceeded, UntrustedMessage
 from loadme.executors import ContainerSpec
+from loadme.executors.arm_errors import scrub
 from loadme.journal import Event, EventType, RunState
 from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name, log_blob_name
 from loadme.run_index import ActiveStep
@@ -219,14 +220,31 @@ def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:
     except QuotaExceeded as exc:  # ACI refused although admission let it through (other users of the quota?)
         ctx.admission.give_back(spec.name, order)
         journal.index.deactivate(msg.run_id, msg.step)
-        wait_for_capacity(ctx, msg, f"waiting for capacity: ACI refused the create ({exc})",
-                          QUOTA_REFUSED_WAIT_SECONDS)
+        _wait_for_platform(ctx, msg, "waiting for capacity: ACI refused the create "
+                                     f"({scrub(str(exc), ctx.settings.secret_values)})")
         return []
     except DeployRejected as exc:
-        journal.finish(msg.run_id, RunState.FAILED, f"deployment rejected: {exc}", step=msg.step)
-        logger.error("deployment rejected: %s", exc, extra=log)
+        reason = scrub(str(exc), ctx.settings.secret_values)
+        journal.finish(msg.run_id, RunState.FAILED, f"deployment rejected: {reason}", step=msg.step)
+        logger.error("deployment rejected: %s", reason, extra=log)
         return [RemovalMessage(run_id=msg.run_id, step=msg.step, reason="deploy_failed")]
     if journal.record(msg.run_id, msg.step, EventType.STARTED, container_group=spec.name, image=spec.image):
         journal.set_state(msg.run_id, RunState.RUNNING)
     logger.info("container group %s %s", spec.name, "started" if created else "already existed", extra=log)
     return []
+
+
+def _wait_for_platform(ctx: Context, msg: StepMessage, reason: str) -> None:
+    """ACI or ARM refused the create for want of quota or capacity, or throttled it: the step waits
+    `QUOTA_REFUSED_WAIT_SECONDS` in line, shown `queued` with the reason, and its message comes back
+    as a new one (no dequeue attempt spent), its deadline unchanged.
+
+    Unlike admission's own line (`wait_for_capacity`, whose waits do not count toward the deadline:
+    that line is ours, and it moves), nothing bounds how long the platform keeps refusing, so these
+    waits count: a step still refused at its run's deadline times out (deploy_step's deadline check)
+    instead of waiting for ever.
+    """
+    ctx.journal.note(msg.run_id, msg.step, EventType.WAITING, reason=reason, ahead=0, deadline=msg.deadline)
+    ctx.storage.queue(INITJOB_QUEUE).send_message(msg.to_json(), visibility_timeout=QUOTA_REFUSED_WAIT_SECONDS)
+    logger.info("%s; looking again in %d s", reason, QUOTA_REFUSED_WAIT_SECONDS,
+                extra={"run_id": msg.run_id, "step": msg.step})

@@ -31,6 +31,7 @@ from loadme.context import Context
 from loadme.deploy import redeploy_later
 from loadme.envelope import RemovalMessage, parse_time
 from loadme.executors import OwnedGroup
+from loadme.executors.arm_errors import scrub
 from loadme.journal import Event, EventType, Journal, RunState
 from loadme.names import parse_container_group, poison_queue
 from loadme.poison import KINDS, MAX_PEEK, PoisonStats, decode_poisoned, poison_stats, poisoned_reason
@@ -131,30 +132,42 @@ def _check_group(ctx: Context, group: OwnedGroup, now: datetime, report: Janitor
 
 def _check_groupless_steps(ctx: Context, now: datetime, owned: set[str], report: JanitorReport) -> None:
     """Active steps whose group is not there: the owned-group pass cannot see them; the index's
-    active steps can. A deployment ARM accepted and then failed: for want of quota the step waits
-    in line again, for any other reason the run fails with ARM's error. A group that never appeared
-    by the deadline: the run times out."""
+    active steps can. A deployment ARM accepted and then failed: for want of quota or capacity, or
+    throttled (loadme.executors.arm_errors), the step waits in line again, but only until its
+    deadline: past it the run times out with ARM's reason, so a region that keeps refusing cannot
+    hold a step for ever. For any other reason (a full deployment history included) the run fails
+    with ARM's error. A group that never appeared by the deadline: the run times out."""
     journal = ctx.journal
     for active in journal.index.active():
         if active.container_group in owned:
             continue
         failure = ctx.executor.failed_deployment(active.container_group)
-        if failure is None and now <= parse_time(active.deadline):
+        past_deadline = now > parse_time(active.deadline)
+        if failure is None and not past_deadline:
             continue
         log = {"run_id": active.run_id, "step": active.step}
         if journal.get(active.run_id, active.step, EventType.REMOVED) is not None:
             journal.index.deactivate(active.run_id, active.step)  # a removal that ended before its row went
             continue
-        if failure is not None and failure.quota and journal.terminal(active.run_id) is None:
-            if redeploy_later(ctx, active, failure.reason):
-                logger.warning("janitor: the deployment failed for want of quota; the step waits again (%s)",
-                               failure.reason, extra=log)
+        reason = scrub(failure.reason, ctx.settings.secret_values) if failure is not None else ""
+        if failure is not None and failure.quota and not past_deadline and journal.terminal(active.run_id) is None:
+            if redeploy_later(ctx, active, reason):
+                logger.warning("janitor: the deployment failed for want of capacity; the step waits again (%s)",
+                               reason, extra=log)
+            continue
+        if failure is not None and failure.quota:
+            if journal.finish(active.run_id, RunState.TIMED_OUT,
+                              f"step {active.step} still waiting for capacity at the deadline: {reason}",
+                              step=active.step):
+                report.timed_out.append(active.run_id)
+                logger.warning("janitor: deadline passed waiting for capacity: %s", reason, extra=log)
+            report.removals.append(RemovalMessage(active.run_id, active.step, "timed_out"))
             continue
         if failure is not None:
             if journal.finish(active.run_id, RunState.FAILED,
-                              f"step {active.step} deployment failed: {failure.reason}", step=active.step):
+                              f"step {active.step} deployment failed: {reason}", step=active.step):
                 report.failed.append(active.run_id)
-                logger.error("janitor: the deployment failed: %s", failure.reason, extra=log)
+                logger.error("janitor: the deployment failed: %s", reason, extra=log)
             report.removals.append(RemovalMessage(active.run_id, active.step, "deploy_failed"))
             continue
         if ctx.executor.state(active.container_group).state != "missing":

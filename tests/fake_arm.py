@@ -9,7 +9,11 @@ and sends real HTTP requests and parses real responses; nothing reaches the netw
 - `FakeAci`: a small stateful ACI: groups created by PUT (direct or through a template-spec
   deployment, whose state a GET reads), a container that runs for a while and ends, an instance
   view that lags behind the container by `instance_view_lag` seconds (as ACI's does), logs, delete,
-  list, quotas, a deployment ARM fails after accepting it. Time is an injected clock.
+  list, quotas, a deployment ARM fails after accepting it, and the resource group's deployment
+  history: ARM keeps at most 800 deployments per resource group and refuses the next with
+  `DeploymentQuotaExceeded` until some are deleted (learn.microsoft.com/azure/azure-resource-manager/
+  troubleshooting/deployment-quota-exceeded; the app's identity cannot rely on ARM's automatic
+  deletions, so none are modelled). Time is an injected clock.
 """
 
 from __future__ import annotations
@@ -136,6 +140,22 @@ class FakeArm(_FakeEndpoint):
         raise AssertionError(f"unexpected ARM request {method} {path}")
 
 
+def _arm_literal(value: Any) -> Any:
+    """An object or array parameter value as ARM reads it: a nested string that starts with `[` and
+    ends with `]` is an expression (Azure/bicep#9173, #18658; refused here: no evaluation), one that
+    starts with `[[` is the escaped literal (learn.microsoft.com/azure/azure-resource-manager/templates/
+    template-expressions#escape-characters). Raises ValueError naming an expression."""
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        if not value.startswith("[["):
+            raise ValueError(value[1:-1])
+        return value[1:]
+    if isinstance(value, dict):
+        return {key: _arm_literal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_arm_literal(item) for item in value]
+    return value
+
+
 def group_path(name: str) -> str:
     return f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ContainerInstance/containerGroups/{name}"
 
@@ -189,12 +209,16 @@ class FakeAci(_FakeEndpoint):
     _DEPLOYMENT = re.compile(rf"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft\.Resources/"
                              r"deployments/(?P<name>[^/]+)", re.IGNORECASE)
 
+    HISTORY_LIMIT = 800  # deployments per resource group (see the module docstring)
+
     def __init__(self, clock: Callable[[], datetime], instance_view_lag: float = 30.0,
                  max_groups: int = 100) -> None:
         super().__init__()
         self.clock = clock
         self.lag = timedelta(seconds=instance_view_lag)
         self.max_groups = max_groups
+        self.refusals: list[tuple[int, dict[str, Any]]] = []  # the next creates answer these, in order
+        self.parameters: dict[str, dict[str, Any]] = {}  # deployment name -> its parameters as ARM read them
         self.groups: dict[str, SimulatedGroup] = {}
         self.deployments: dict[str, dict[str, Any]] = {}  # deployment name -> its properties
 
@@ -217,12 +241,29 @@ class FakeAci(_FakeEndpoint):
 
     def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
         if (match := self._DEPLOYMENT.fullmatch(path)) and method == "PUT":
+            if match["name"] not in self.deployments and len(self.deployments) >= self.HISTORY_LIMIT:
+                # ARM's message; 400 is an assumption (the page gives the code, not the status).
+                return 400, error("DeploymentQuotaExceeded", f"Creating the deployment '{match['name']}' would "
+                                  f"exceed the quota of '{self.HISTORY_LIMIT}'. The current deployment count is "
+                                  f"'{len(self.deployments)}'. Please delete some deployments before creating a "
+                                  "new one."), {}
             parameters = {k: v["value"] for k, v in body["properties"]["parameters"].items()}
+            try:
+                parameters = {k: v if isinstance(v, str) else _arm_literal(v) for k, v in parameters.items()}
+            except ValueError as exc:
+                return 400, error("InvalidTemplate", f"Deployment template validation failed: 'The language "
+                                  f"expression '{exc}' is not valid'."), {}
+            self.parameters[match["name"]] = parameters
             return self._deploy(match["name"], self._create(parameters["containerGroupName"], parameters["tags"]))
+        if match and match["name"] not in self.deployments:
+            return 404, error("DeploymentNotFound", f"Deployment '{match['name']}' could not be found."), {}
         if match and method == "GET":
-            if match["name"] not in self.deployments:
-                return 404, error("DeploymentNotFound", f"deployment {match['name']} not found"), {}
             return 200, {"id": path, "name": match["name"], "properties": self.deployments[match["name"]]}, {}
+        if match and method == "DELETE":
+            if self.deployments[match["name"]].get("provisioningState") in ("Accepted", "Running"):
+                return 409, error("DeploymentActive", f"The deployment '{match['name']}' is still active."), {}
+            del self.deployments[match["name"]]  # the deployed resources stay: only the record goes
+            return 202, None, {"Location": f"{ARM}/operationresults/delete-{match['name']}"}
         if (match := self._GROUP.fullmatch(path)) is not None:
             name, group = match["name"], self.groups.get(match["name"])
             if method == "PUT":
@@ -247,6 +288,9 @@ class FakeAci(_FakeEndpoint):
         return created
 
     def _create(self, name: str, tags: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        if self.refusals and name not in self.groups:
+            status, body = self.refusals.pop(0)
+            return status, body, {"Retry-After": "0"} if status in (429, 503) else {}
         if name not in self.groups and len(self.groups) >= self.max_groups:
             return 409, error("ContainerGroupQuotaReached", "the container group quota is reached"), {}
         self.groups.setdefault(name, SimulatedGroup(name, tags, self.clock()))

@@ -16,8 +16,20 @@ from loadme.executors import DeploymentFailure
 from loadme.executors.aci import SDK_RETRIES, AciExecutor
 from loadme.executors.aci_parameters import group_body, template_parameters
 from loadme.names import OWNER_TAG, deployment_name
-from tests.fake_arm import ACI_API, ARM, RG, SUB, FakeArm, FakeCredential, Reply, error, group_json, group_path
-from tests.support import sample_aci_settings, sample_container_spec
+from tests.fake_arm import (
+    ACI_API,
+    ARM,
+    RG,
+    SUB,
+    FakeAci,
+    FakeArm,
+    FakeCredential,
+    Reply,
+    error,
+    group_json,
+    group_path,
+)
+from tests.support import Clock, sample_aci_settings, sample_container_spec
 
 TS_ID = "/ts/v1"
 DEPLOYMENTS = f"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft.Resources/deployments/"
@@ -256,3 +268,251 @@ def test_failed_deployment_reads_nothing_in_direct_mode() -> None:
     executor, arm = _executor([], "direct")
     assert executor.failed_deployment(sample_container_spec().name) is None
     assert arm.seen == []
+
+
+# ---- the error table (loadme.executors.arm_errors), every row through the real SDK clients ----------------------
+# What each documented code must do on a create, and the status ARM or ACI answers it with. Written out
+# here rather than read from the table, so a row whose action changes fails a test.
+WAITS, RETRIES, FAILS, ALREADY = QuotaExceeded, TransientError, DeployRejected, "already deploying"
+ROW_OUTCOMES: dict[str, tuple[int, Any]] = {
+    "ContainerGroupQuotaReached": (409, WAITS),
+    "ResourceQuotaExceeded": (400, WAITS),
+    "QuotaExceeded": (400, WAITS),
+    "ServiceUnavailable": (503, WAITS),  # the region's quota; its 409 capacity form is tested below
+    "AllocationFailed": (409, WAITS),
+    "TooManyRequests": (429, WAITS),
+    "SubscriptionRequestsThrottled": (429, WAITS),
+    "TenantRequestsThrottled": (429, WAITS),
+    "ResourceRequestsThrottled": (429, WAITS),
+    "ResourceCollectionRequestsThrottled": (429, WAITS),
+    "RetryableErrorDueToAnotherOperation": (429, WAITS),
+    "RegistryErrorResponse": (400, WAITS),
+    "DeploymentQuotaExceeded": (400, FAILS),  # the deployment history is full: never a wait (review F1)
+    "ResourceNotFound": (404, FAILS),
+    "NotFound": (404, FAILS),
+    "ResourceGroupNotFound": (404, FAILS),
+    "DeploymentNotFound": (404, FAILS),
+    "InaccessibleImage": (400, FAILS),
+    "ImageNotFound": (400, FAILS),
+    "OsVersionNotSupported": (400, FAILS),
+    "InvalidTemplate": (400, FAILS),
+    "InvalidTemplateDeployment": (400, FAILS),
+    "InvalidRequestContent": (400, FAILS),
+    "InvalidRequestFormat": (400, FAILS),
+    "InvalidParameter": (400, FAILS),
+    "BadRequest": (400, FAILS),
+    "SkuNotAvailable": (400, FAILS),
+    "MissingSubscriptionRegistration": (409, FAILS),
+    "NoRegisteredProviderFound": (400, FAILS),
+    "AuthorizationFailed": (403, FAILS),
+    "LinkedAuthorizationFailed": (403, FAILS),
+    "RequestDisallowedByPolicy": (403, FAILS),
+    "RegionDoesNotAllowProvisioning": (400, FAILS),
+    "InternalServerError": (500, RETRIES),
+    "AnotherOperationInProgress": (409, RETRIES),
+    "DeploymentActive": (409, ALREADY),
+}
+
+
+def test_every_row_of_the_table_has_an_expected_outcome_and_a_learn_page_or_issue() -> None:
+    from loadme.executors.arm_errors import TABLE
+
+    assert sorted(row.code for row in TABLE) == sorted(ROW_OUTCOMES)
+    assert all("learn.microsoft.com" in row.source or "#" in row.source for row in TABLE)
+
+
+def _refused_create(mode: str, status: int, body: dict[str, Any]) -> tuple[Any, FakeArm, str]:
+    """deploy() of a fresh spec whose PUT ARM answers with `status`/`body` every time (the SDK's quick
+    retries included): what it returned or raised, the fake, and the message ARM sent."""
+    spec = sample_container_spec()
+    put_path = DEPLOYMENTS + ".*" if mode == "templatespec" else group_path(spec.name)
+    # On MissingSubscriptionRegistration the SDK first tries to register the provider itself; the app's
+    # identity may not (403), and the original error stands.
+    register = Reply("POST", f"/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/register", 403,
+                     error("AuthorizationFailed", "no permission to register"))
+    retry_after = {"Retry-After": "0"} if status in (429, 503) else {}  # as ARM sends it; no sleep here
+    executor, arm = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x"))]
+                              + [Reply("PUT", put_path, status, body, retry_after)] * (SDK_RETRIES + 1)
+                              + [register], mode)
+    try:
+        outcome: Any = executor.deploy(spec)
+    except (QuotaExceeded, TransientError, DeployRejected) as exc:
+        outcome = exc
+    return outcome, arm, spec.name
+
+
+def _assert_outcome(outcome: Any, expected: Any, *texts: str) -> None:
+    if expected == ALREADY:
+        assert outcome is False
+        return
+    assert type(outcome) is expected, outcome
+    for text in texts:
+        assert text in str(outcome)
+
+
+@pytest.mark.parametrize("mode", ["templatespec", "direct"])
+@pytest.mark.parametrize("code", sorted(ROW_OUTCOMES))
+def test_each_documented_code_at_the_top_level_of_a_refused_create(mode: str, code: str) -> None:
+    status, expected = ROW_OUTCOMES[code]
+    message = f"ARM says {code} happened"
+    outcome, arm, _ = _refused_create(mode, status, error(code, message))
+    _assert_outcome(outcome, expected, code, message)  # a failure carries ARM's own code and message
+    puts = [s for s in arm.seen if s.method == "PUT"]
+    assert len(puts) == (SDK_RETRIES + 1 if status in (429, 500, 503) else 1)  # only the SDK's quick retries
+
+
+@pytest.mark.parametrize("mode", ["templatespec", "direct"])
+@pytest.mark.parametrize("code", sorted(ROW_OUTCOMES))
+def test_each_documented_code_nested_in_the_details_of_a_preflight_refusal(mode: str, code: str) -> None:
+    """ARM's preflight wraps the cause in InvalidTemplateDeployment (400): the cause decides (review F5)."""
+    _, expected = ROW_OUTCOMES[code]
+    message = f"inner: {code} happened"
+    body = {"error": {"code": "InvalidTemplateDeployment", "message": "The template deployment 'x-deploy' is not "
+                      "valid according to the validation procedure. See inner errors for details.",
+                      "details": [{"code": "ValidationFailed", "message": "resource checks failed",
+                                   "details": [{"code": code, "message": message}]}]}}
+    outcome, _, _ = _refused_create(mode, 400, body)
+    _assert_outcome(outcome, expected, "InvalidTemplateDeployment", f"{code}: {message}")
+
+
+@pytest.mark.parametrize("mode", ["templatespec", "direct"])
+def test_acis_capacity_refusal_sent_as_409_service_unavailable_is_a_wait(mode: str) -> None:
+    """learn.microsoft.com/troubleshoot/azure/azure-container-instances/configuration-setup/
+    service-unavailable-requested-resource-is-not-available: ServiceUnavailable (409)."""
+    message = ("The requested resource is not available in the location 'westeurope' at this moment. Please retry "
+               "with a different resource request or in another location. Resource requested: '1' CPU '1.5' GB "
+               "memory 'Linux' OS")
+    outcome, _, _ = _refused_create(mode, 409, error("ServiceUnavailable", message))
+    _assert_outcome(outcome, WAITS, message)
+
+
+@pytest.mark.parametrize("mode", ["templatespec", "direct"])
+@pytest.mark.parametrize(("status", "expected"), [(429, WAITS), (503, RETRIES), (500, RETRIES), (400, FAILS),
+                                                  (409, FAILS), (404, FAILS)])
+def test_a_code_the_table_does_not_know_is_judged_by_its_status(mode: str, status: int, expected: Any) -> None:
+    outcome, _, _ = _refused_create(mode, status, error("SomethingNew", "a code no page lists"))
+    _assert_outcome(outcome, expected, "SomethingNew: a code no page lists")
+
+
+def test_an_error_echoing_a_secure_value_or_a_sas_is_scrubbed_before_it_leaves_the_executor() -> None:
+    """S2: ARM's text may quote what the request carried; the spec's secure values never leave."""
+    spec = sample_container_spec()
+    secure = [item["secureValue"] for item in spec.environment if "secureValue" in item]
+    assert "hunter2" in secure
+    message = ("InvalidParameter value 'hunter2' of '___ApiToken' and https://a.queue.core.windows.net/q?sv=1&sig=AbC\n"
+               + "x" * 600)
+    executor, _ = _executor([Reply("GET", group_path(spec.name), 404, error("ResourceNotFound", "x")),
+                             Reply("PUT", group_path(spec.name), 400, error("InvalidParameter", message))], "direct")
+    with pytest.raises(DeployRejected) as err:
+        executor.deploy(spec)
+    text = str(err.value)
+    assert "hunter2" not in text and "sig=AbC" not in text and "sig=***" in text
+    assert len(text) <= 500 and "\n" not in text
+
+
+def _failed(code: str, message: str, nested: bool) -> dict[str, Any]:
+    """A deployment ARM failed after accepting it, `code` at the first level of details or deeper."""
+    cause = {"code": code, "message": message}
+    if nested:
+        cause = {"code": "ResourceDeploymentFailure", "message": "The resource operation completed with terminal "
+                 "provisioning state 'Failed'.", "details": [cause]}
+    return {"provisioningState": "Failed", "error": {
+        "code": "DeploymentFailed", "message": "At least one resource deployment operation failed.",
+        "details": [cause]}}
+
+
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("code", sorted(ROW_OUTCOMES))
+def test_each_documented_code_in_a_deployment_arm_failed_after_accepting_it(code: str, nested: bool) -> None:
+    """Template-spec mode only (direct mode has no deployment): a wait or a retry deploys the step
+    again later (`quota`), anything else fails the run with ARM's cause."""
+    name = sample_container_spec().name
+    path = DEPLOYMENTS + deployment_name(name)
+    executor, _ = _executor([Reply("GET", path, 200, {"id": path, "name": deployment_name(name),
+                                                      "properties": _failed(code, f"why: {code}", nested)})])
+    failure = executor.failed_deployment(name)
+    assert failure == DeploymentFailure(f"{code}: why: {code}", quota=ROW_OUTCOMES[code][1] in (WAITS, RETRIES))
+
+
+def test_more_deploy_and_remove_cycles_than_arms_deployment_history_holds() -> None:
+    """Review F1, through the real SDK clients on FakeAci (which refuses the 801st deployment the
+    history keeps): 805 steps deployed and removed in template-spec mode, each removal deleting its
+    deployment's record, all deploy; without those deletions the 801st is a failure with ARM's message,
+    not a wait."""
+    clock = Clock()
+    aci = FakeAci(clock)
+    options: dict[str, Any] = aci.client_options(SDK_RETRIES)
+    settings = sample_aci_settings("identity")
+    settings = type(settings)(**{**settings.__dict__, "deploy_mode": "templatespec", "template_spec_version_id": TS_ID})
+    executor = AciExecutor(settings, ContainerInstanceManagementClient(FakeCredential(), SUB, **options),
+                           DeploymentsMgmtClient(FakeCredential(), SUB, **options))
+    for _ in range(FakeAci.HISTORY_LIMIT + 5):
+        spec = sample_container_spec()
+        assert executor.deploy(spec) is True
+        aci.finish(spec.name, 0)
+        assert executor.delete(spec.name) is True
+        assert executor.delete_deployment(spec.name) is True
+        assert executor.delete_deployment(spec.name) is False  # idempotent: already gone (404)
+        clock.advance(1)
+    assert aci.deployments == {} and aci.groups == {}
+
+    for _ in range(FakeAci.HISTORY_LIMIT):  # what the removals never deleted before
+        spec = sample_container_spec()
+        assert executor.deploy(spec) is True
+        executor.delete(spec.name)
+    with pytest.raises(DeployRejected, match=r"^DeploymentQuotaExceeded: Creating the deployment .* would exceed"):
+        executor.deploy(sample_container_spec())
+
+
+def test_delete_deployment_sends_one_delete_in_templatespec_mode_and_nothing_in_direct_mode(
+        caplog: pytest.LogCaptureFixture) -> None:
+    name = sample_container_spec().name
+    path = DEPLOYMENTS + deployment_name(name)
+    executor, arm = _executor([Reply("DELETE", path, 202, None, {"Location": f"{ARM}/operationresults/1"}),
+                               Reply("DELETE", path, 409, error("DeploymentActive", "still running")),
+                               Reply("DELETE", path, 403, error("AuthorizationFailed", "no deployments/delete"))])
+    assert executor.delete_deployment(name) is True
+    [delete] = arm.seen
+    assert delete.method == "DELETE" and delete.body is None
+    assert delete.url.lower() == f"{ARM}{path}".lower() + f"?api-version={_query(delete.url)['api-version'][0]}"
+    with pytest.raises(TransientError, match="409 DeploymentActive"):  # not deletable yet: the host retries
+        executor.delete_deployment(name)
+    # An identity without the permission: logged, and the group's removal goes on (the role needs it).
+    with caplog.at_level(logging.ERROR):
+        assert executor.delete_deployment(name) is False
+    assert "Microsoft.Resources/deployments/delete" in caplog.text and "AuthorizationFailed" in caplog.text
+    direct, arm = _executor([], "direct")
+    assert direct.delete_deployment(name) is False and arm.seen == []
+
+
+@pytest.mark.parametrize("mode", ["templatespec", "direct"])
+def test_bracket_strings_reach_the_group_as_given_not_as_arm_expressions(mode: str) -> None:
+    """Security review S1: ARM reads a string nested in an object or array parameter that starts with
+    `[` and ends with `]` as an expression (FakeAci refuses it, as ARM's validation does); the executor
+    escapes it as `[[...]` in template-spec parameters, so ARM reads back exactly what the step gave.
+    Direct mode sends the values as they are."""
+    from dataclasses import replace
+
+    clock = Clock()
+    aci = FakeAci(clock)
+    options: dict[str, Any] = aci.client_options(SDK_RETRIES)
+    settings = sample_aci_settings("identity")
+    settings = type(settings)(**{**settings.__dict__, "deploy_mode": mode, "template_spec_version_id": TS_ID})
+    executor = AciExecutor(settings, ContainerInstanceManagementClient(FakeCredential(), SUB, **options),
+                           DeploymentsMgmtClient(FakeCredential(), SUB, **options))
+    spec = sample_container_spec()
+    spec = replace(spec, command=("grep", "[a-z]", "[[x]", "[y", "z]", "[subscription().id]"),
+                   environment=(*spec.environment, {"name": "___Pattern", "value": "[listKeys('x', '1')]"},
+                                {"name": "___Secret", "secureValue": "[1, 2]"}))
+    assert executor.deploy(spec) is True
+    sent = template_parameters(spec, settings)
+    if mode == "templatespec":
+        read = aci.parameters[deployment_name(spec.name)]
+        assert read["command"] == sent["command"]["value"] and read["environment"] == sent["environment"]["value"]
+        assert read["command"][-6:] == ["grep", "[a-z]", "[[x]", "[y", "z]", "[subscription().id]"]
+        assert read["tags"] == sent["tags"]["value"] and read["image"] == spec.image
+    else:
+        [put] = [s for s in aci.seen if s.method == "PUT"]
+        container = put.body["properties"]["containers"][0]["properties"]
+        assert container["command"][-6:] == ["grep", "[a-z]", "[[x]", "[y", "z]", "[subscription().id]"]
+        assert {"name": "___Pattern", "value": "[listKeys('x', '1')]"} in container["environmentVariables"]

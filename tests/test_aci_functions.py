@@ -23,7 +23,9 @@ from loadme.names import INITJOB_QUEUE, TRIGGER_QUEUES, container_group_name, de
 from loadme.settings import Settings
 from tests.fake_arm import RG, SUB, FakeAci, FakeArm, FakeCredential, Reply, error, group_path
 from tests.support import (
+    OTHER_SECRET_VALUE,
     REPO_ROOT,
+    SECRET_VALUE,
     Clock,
     Out,
     http_request,
@@ -92,6 +94,12 @@ def _put_path(ctx: Context, group: str) -> str:
     return (DEPLOYMENTS + deployment_name(group) if templatespec else group_path(group)).lower()
 
 
+def _deployment_deleted(ctx: Context, group: str) -> list[tuple[str, str]]:
+    """The DELETE of the step's deployment record that remove_infra sends in template-spec mode."""
+    templatespec = ctx.settings.aci.deploy_mode == "templatespec"  # type: ignore[union-attr]
+    return [("DELETE", (DEPLOYMENTS + deployment_name(group)).lower())] if templatespec else []
+
+
 def _deployed(aci: FakeAci) -> tuple[StepMessage, str]:
     _, initjob = post_json({"variables": {"___Name": "Ada"}})
     step = decode(initjob.get()[0], StepMessage)
@@ -113,15 +121,18 @@ def _run(run_id: str) -> dict[str, Any]:
 @pytest.mark.parametrize("exit_code", [0, 3])
 def test_a_run_that_reports_costs_three_arm_requests_however_late_the_instance_view(
         simulated: tuple[Context, FakeAci, Clock], exit_code: int) -> None:
-    """GET (does it exist?), PUT, DELETE: the container's own result carries its exit code and its
-    log is already archived by the runner, so nothing waits for ACI to notice the container ended."""
+    """GET (does it exist?), PUT, DELETE (and in template-spec mode the DELETE of the deployment's
+    record): the container's own result carries its exit code and its log is already archived by
+    the runner, so nothing waits for ACI to notice the container ended."""
     ctx, aci, clock = simulated
     step, group = _deployed(aci)
     clock.advance(5)
     aci.finish(group, exit_code, log="never read")  # ACI will say Running for 30 s more
     _finish_through_stage2(step, exit_code)
     assert [(s.method, s.path.lower()) for s in aci.seen] == [
-        ("GET", group_path(group).lower()), ("PUT", _put_path(ctx, group)), ("DELETE", group_path(group).lower())]
+        ("GET", group_path(group).lower()), ("PUT", _put_path(ctx, group)), ("DELETE", group_path(group).lower()),
+        *_deployment_deleted(ctx, group)]
+    assert aci.deployments == {}  # the history holds nothing of a finished step
     status = _run(step.run_id)
     assert (status["state"], status["cleaned_up"]) == ("succeeded" if exit_code == 0 else "failed", True)
     assert next(e for e in status["events"] if e["event"] == "logs_archived")["source"] == "runner"
@@ -143,7 +154,7 @@ def test_a_silent_container_costs_at_most_five_arm_requests(simulated: tuple[Con
     per_run = [(s.method, s.path.lower()) for s in aci.seen if s.path.lower() != LIST_PATH]
     assert per_run == [("GET", group_path(group).lower()), ("PUT", _put_path(ctx, group)),
                        ("GET", group_path(group).lower()), ("GET", group_path(group).lower() + "/containers/job/logs"),
-                       ("DELETE", group_path(group).lower())]
+                       ("DELETE", group_path(group).lower()), *_deployment_deleted(ctx, group)]
     assert len([s for s in aci.seen if s.path.lower() == LIST_PATH]) == 3  # one per tick, for all runs
     status = _run(step.run_id)
     assert (status["state"], status["cleaned_up"]) == ("failed", True)
@@ -278,3 +289,119 @@ def test_the_app_does_not_import_the_management_sdks() -> None:
             "print(loaded); sys.exit(1 if loaded else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("simulated", ["templatespec"], indirect=True)
+def test_steps_past_arms_deployment_history_limit_still_run(simulated: tuple[Context, FakeAci, Clock]) -> None:
+    """Review F1: ARM keeps at most 800 deployments per resource group and refuses the next with
+    DeploymentQuotaExceeded (FakeAci enforces it). The history starts two short of full, as 798 earlier
+    steps would have left it before remove_infra deleted deployments; each step's removal now deletes its
+    own, so step after step deploys, runs and is removed, and the history does not grow. (Before, the
+    third run waited `queued` for ever: DeploymentQuotaExceeded read as ACI quota.) 800+ whole cycles
+    through the executor: tests/test_aci_executor.py."""
+    _, aci, clock = simulated
+    for n in range(FakeAci.HISTORY_LIMIT - 2):
+        aci.deployments[f"loadme-{n:032x}-1-deploy"] = {"provisioningState": "Succeeded"}
+    for _ in range(6):
+        step, group = _deployed(aci)
+        aci.finish(group, 0)
+        _finish_through_stage2(step, 0)
+        status = _run(step.run_id)
+        assert (status["state"], status["cleaned_up"]) == ("succeeded", True), status.get("reason")
+        assert len(aci.deployments) == FakeAci.HISTORY_LIMIT - 2 and aci.groups == {}
+        clock.advance(15)
+
+
+CAPACITY_MESSAGE = ("The requested resource with '1' CPU and '1.5' GB memory is not available in the location "
+                    "'westeurope' at this moment. Please retry with a different resource request or in another "
+                    "location.")
+# ARM's preflight refusal of a template-spec deployment (or ACI's of a group) with the cause in its details.
+CAPACITY_IN_PREFLIGHT = {"error": {
+    "code": "InvalidTemplateDeployment", "message": "The template deployment 'x-deploy' is not valid according to "
+    "the validation procedure. See inner errors for details.",
+    "details": [{"code": "ServiceUnavailable", "message": CAPACITY_MESSAGE}]}}
+
+
+def test_a_create_refused_for_capacity_waits_without_moving_the_deadline_and_times_out_at_it(
+        simulated: tuple[Context, FakeAci, Clock], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review F5: capacity in a refusal's details is a wait (it was a failure), and the wait is bounded by
+    the run's deadline (it used to move the deadline on by every wait): still refused at the deadline,
+    the run times out with ACI's reason."""
+    monkeypatch.setattr("loadme.deploy.QUOTA_REFUSED_WAIT_SECONDS", 1)  # the real queue's invisibility
+    ctx, aci, clock = simulated
+    aci.refusals = [(400, CAPACITY_IN_PREFLIGHT)] * 2
+    step, group = _deployed(aci)
+    status = _run(step.run_id)
+    assert status["state"] == "queued" and CAPACITY_MESSAGE in status["reason"], status.get("reason")
+    again = next_initjob(ctx, step.run_id)
+    assert again.deadline == step.deadline and again.variables == step.variables  # the wait counts
+    user_function("dq_init_job")(queue_message(again.to_json()), removeinfra=Out())  # refused again
+    last = next_initjob(ctx, step.run_id)
+    assert last.deadline == step.deadline
+    clock.advance((parse_time(step.deadline) - clock()).total_seconds() + 1)
+    user_function("dq_init_job")(queue_message(last.to_json()), removeinfra=Out())
+    status = _run(step.run_id)
+    assert status["state"] == "timed_out"
+    assert status["reason"].startswith("deadline passed before the container was deployed (waiting for capacity: "
+                                       "ACI refused the create (InvalidTemplateDeployment: ")
+    assert group not in aci.groups and aci.refusals == []
+
+
+@pytest.mark.parametrize("simulated", ["templatespec"], indirect=True)
+def test_a_full_deployment_history_fails_the_run_with_arms_message_instead_of_waiting(
+        simulated: tuple[Context, FakeAci, Clock]) -> None:
+    """Review F1: DeploymentQuotaExceeded is no ACI quota: waiting never frees the history."""
+    _, aci, _ = simulated
+    for n in range(FakeAci.HISTORY_LIMIT):
+        aci.deployments[f"other-{n}"] = {"provisioningState": "Succeeded"}
+    step, group = _deployed(aci)
+    status = _run(step.run_id)
+    assert status["state"] == "failed"
+    assert status["reason"].startswith(f"deployment rejected: DeploymentQuotaExceeded: Creating the deployment "
+                                       f"'{deployment_name(group)}' would exceed the quota of '800'.")
+
+
+def test_arms_refusal_echoing_a_secret_or_a_sas_is_stored_scrubbed(simulated: tuple[Context, FakeAci, Clock]) -> None:
+    """Security review S2: ARM or ACI text stored as the run's reason never carries a secret value or
+    a SAS signature, whichever executor call it came from."""
+    _, aci, _ = simulated
+    echo = (f"The value '{SECRET_VALUE}' of '___ApiToken' (and {OTHER_SECRET_VALUE}) is invalid; see "
+            "https://acct.queue.core.windows.net/stage2/messages?sv=2023-01-03&se=2026&sig=SiGnAtUrE%3D")
+    aci.refusals = [(400, {"error": {"code": "InvalidTemplateDeployment", "message": "see inner errors",
+                                     "details": [{"code": "InvalidParameter", "message": echo}]}})]
+    step, _ = _deployed(aci)
+    status = _run(step.run_id)
+    assert status["state"] == "failed"
+    text = str(status)
+    assert SECRET_VALUE not in text and OTHER_SECRET_VALUE not in text and "SiGnAtUrE" not in text
+    assert "InvalidParameter: The value '***' of '___ApiToken'" in status["reason"] and "sig=***" in status["reason"]
+
+
+THROTTLED = ("Operation 'Microsoft.ContainerInstance/containerGroups/write' failed as server encountered too many "
+             "requests. Please try after '17' seconds.")
+
+
+@pytest.mark.parametrize("simulated", ["templatespec"], indirect=True)
+def test_a_deployment_arm_failed_later_for_throttling_waits_again_until_the_deadline_then_times_out(
+        simulated: tuple[Context, FakeAci, Clock], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review F5: a throttling code deep in a failed deployment's details is a wait (it failed the run),
+    and the janitor stops sending the step back in line once its deadline passed."""
+    monkeypatch.setattr("loadme.deploy.QUOTA_REFUSED_WAIT_SECONDS", 1)
+    ctx, aci, clock = simulated
+    step, group = _deployed(aci)
+    aci.fail_deployment(group, "ResourceCollectionRequestsThrottled", THROTTLED)
+    _janitor_tick(clock)
+    status = _run(step.run_id)
+    assert status["state"] == "queued" and THROTTLED in status["reason"]
+
+    again = next_initjob(ctx, step.run_id)
+    user_function("dq_init_job")(queue_message(again.to_json()), removeinfra=Out())
+    assert _run(step.run_id)["state"] == "running"
+    aci.fail_deployment(group, "ResourceCollectionRequestsThrottled", THROTTLED)
+    clock.advance((parse_time(again.deadline) - clock()).total_seconds())
+    _janitor_tick(clock)  # past the deadline
+    status = _run(step.run_id)
+    assert (status["state"], status["cleaned_up"]) == ("timed_out", True)
+    assert status["reason"] == ("step 1 still waiting for capacity at the deadline: "
+                                f"ResourceCollectionRequestsThrottled: {THROTTLED}")
+    assert aci.deployments == {} and ctx.journal.index.active() == []

@@ -10,10 +10,13 @@ the subscription took meanwhile, a region out of capacity): `failed_deployment` 
 for the janitor.
 
 Who retries what: the SDK's retry policy is limited to `SDK_RETRIES` quick attempts on 408, 429
-and 5xx; when they are spent the error becomes TransientError and the Functions host retries the
-message. Quota errors become QuotaExceeded; 409 DeploymentActive means the same deployment is
-already running (nothing to do); any other 400 or 409 at deployment (an invalid template, a
-resource provider the subscription has not registered) becomes DeployRejected.
+and 5xx; when they are spent the error is classified by one table of the codes Azure documents
+(loadme.executors.arm_errors), reading the top-level code and every nested `details` entry: a wait
+(quota, capacity, throttling on a create) becomes QuotaExceeded, a retry TransientError (the
+Functions host retries the message), a refusal for good (an invalid template, a full deployment
+history, an image that cannot be pulled, an unregistered provider) DeployRejected with ARM's code
+and message; 409 DeploymentActive means the same deployment is already running (nothing to do).
+Error text that leaves the executor is scrubbed of the request's secure values and bounded.
 The management SDKs are imported lazily: the HTTP functions never pay for them.
 """
 
@@ -30,9 +33,11 @@ from loadme.executors.aci_parameters import (
     TAG_DEADLINE,
     TAG_RUN_ID,
     TAG_STEP,
+    escaped_for_arm,
     group_body,
     template_parameters,
 )
+from loadme.executors.arm_errors import Action, classify, root_causes, scrub
 from loadme.executors.base import ContainerSpec, ContainerStatus, DeploymentFailure, OwnedGroup
 from loadme.loading import ACI_MODULES, load
 from loadme.names import OWNER_TAG, OWNER_TAG_VALUE, deployment_name
@@ -43,7 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 SDK_RETRIES = 2
-MAX_REASON_CHARS = 500  # a run's reason is one line
 _GROUP_STATES = {"Running": "running", "Waiting": "pending", "Terminated": "terminated"}
 
 
@@ -68,12 +72,13 @@ class AciExecutor:
             return False
         username, password = self._admin_credentials(spec.image)
         parameters = template_parameters(spec, self.aci, username, password)
+        secrets = [password, *(item["secureValue"] for item in spec.environment if "secureValue" in item)]
         log = {"run_id": spec.run_id, "step": spec.step}
         try:
             if self.aci.deploy_mode == "templatespec":
-                self._deploy_template_spec(spec.name, parameters)
+                self._deploy_template_spec(spec.name, parameters, secrets)
             else:
-                self._deploy_direct(spec.name, parameters)
+                self._deploy_direct(spec.name, parameters, secrets)
         except _AlreadyDeploying:
             logger.info("deployment of %s already in progress", spec.name, extra=log)
             return False
@@ -120,6 +125,33 @@ class AciExecutor:
             return False
         return True
 
+    def delete_deployment(self, name: str) -> bool:
+        """Delete the ARM deployment of group `name` from the resource group's history (`templatespec`
+        mode; the DELETE is sent, not awaited), so the history never reaches ARM's 800 and refuses
+        every deployment (DeploymentQuotaExceeded). Deleting a deployment leaves what it deployed
+        alone (learn.microsoft.com/azure/azure-resource-manager/troubleshooting/deployment-quota-exceeded).
+        False when there was none (404, or `direct` mode) or ARM refused the identity the delete
+        (403: logged as an error, since the group's removal must not fail for its history record; the
+        full history then fails deployments with ARM's message). Raises TransientError while the
+        deployment still runs (409 DeploymentActive) or ARM is unavailable.
+        """
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        if self.aci.deploy_mode != "templatespec":
+            return False
+        try:
+            self._call(lambda: self._deployments.deployments.begin_delete(
+                self.aci.resource_group, deployment_name(name), polling=False))
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code != 403:
+                raise
+            logger.error("cannot delete deployment %s (needs Microsoft.Resources/deployments/delete): %s",
+                         deployment_name(name), scrub(_error_text(exc), ()))
+            return False
+        return True
+
     def list_owned(self) -> list[OwnedGroup]:
         """Groups in the deployment resource group that carry this app's owner tag."""
         groups = self._call(lambda: list(self._containers.container_groups.list_by_resource_group(
@@ -151,10 +183,13 @@ class AciExecutor:
         properties = deployment.properties
         if properties is None or properties.provisioning_state != "Failed":
             return None
-        causes = _root_causes(properties.error)
+        verdict = classify(properties.error, deploying=True)
+        causes = root_causes(properties.error)
         reason = "; ".join(f"{code}: {message}" if code else message for code, message in causes)
-        return DeploymentFailure(" ".join(reason.split())[:MAX_REASON_CHARS] or "the deployment failed",
-                                 any(is_quota_error(code, message) for code, message in causes))
+        # A wait (quota, capacity, throttling) or a transient fault: the deployment is over, so only
+        # deploying the step again tries again; anything else (a full history included) fails the run.
+        return DeploymentFailure(scrub(reason, ()) or "the deployment failed",
+                                 verdict.action in (Action.WAIT, Action.RETRY))
 
     # ---- helpers ---------------------------------------------------------------------------
     def _get_group(self, name: str) -> Any:
@@ -174,25 +209,27 @@ class AciExecutor:
         credentials = self._call(lambda: self._registry.registries.list_credentials(group, registry))
         return str(credentials.username), str(credentials.passwords[0].value)
 
-    def _deploy_template_spec(self, name: str, parameters: dict[str, Any]) -> None:
+    def _deploy_template_spec(self, name: str, parameters: dict[str, Any], secrets: list[str]) -> None:
         from azure.mgmt.resource.deployments.models import Deployment, DeploymentProperties, TemplateLink
 
         deployment = Deployment(properties=DeploymentProperties(
             mode="Incremental", template_link=TemplateLink(id=self.aci.template_spec_version_id),
-            parameters=parameters,
+            parameters=escaped_for_arm(parameters),
         ))
         self._call(lambda: self._deployments.deployments.begin_create_or_update(
-            self.aci.resource_group, deployment_name(name), deployment, polling=False), deploying=True)
+            self.aci.resource_group, deployment_name(name), deployment, polling=False), deploying=True,
+            secrets=secrets)
 
-    def _deploy_direct(self, name: str, parameters: dict[str, Any]) -> None:
+    def _deploy_direct(self, name: str, parameters: dict[str, Any], secrets: list[str]) -> None:
         from azure.mgmt.containerinstance.models import ContainerGroup
 
         body = ContainerGroup.deserialize(group_body(parameters))
         self._call(lambda: self._containers.container_groups.begin_create_or_update(
-            self.aci.resource_group, name, body, polling=False), deploying=True)
+            self.aci.resource_group, name, body, polling=False), deploying=True, secrets=secrets)
 
-    def _call(self, operation: Callable[[], T], deploying: bool = False) -> T:
-        """Run an SDK call, mapping its failures to what the caller acts on (see module doc)."""
+    def _call(self, operation: Callable[[], T], deploying: bool = False, secrets: list[str] | None = None) -> T:
+        """Run an SDK call, mapping its failures to what the caller acts on (module doc). A read's 404
+        stays ResourceNotFoundError; a deployment's is DeployRejected (what it needs is missing)."""
         from azure.core.exceptions import (
             HttpResponseError,
             ResourceNotFoundError,
@@ -202,21 +239,22 @@ class AciExecutor:
 
         try:
             return operation()
-        except ResourceNotFoundError:
-            raise
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TransientError(f"ACI request failed: {type(exc).__name__}") from exc
         except HttpResponseError as exc:
-            status, code, message = exc.status_code or 0, _error_code(exc), _error_message(exc)
-            # A create throttled (429) is the per-hour/5-minute create quota in effect: wait, like a quota.
-            if is_quota_error(code, message) or (deploying and status == 429):
-                raise QuotaExceeded(f"{code or status}: {message}") from exc
-            if status in (408, 429) or status >= 500:
-                raise TransientError(f"ACI answered {status} {code}: {message}") from exc
-            if deploying and status == 409 and code == "DeploymentActive":
+            if isinstance(exc, ResourceNotFoundError) and not deploying:
+                raise
+            status, error = exc.status_code or 0, getattr(exc, "error", None)
+            verdict = classify(error, status, deploying)
+            text = scrub(_error_text(exc), secrets or ())
+            if verdict.action is Action.WAIT:
+                raise QuotaExceeded(text) from exc
+            if verdict.action is Action.IN_PROGRESS and deploying:
                 raise _AlreadyDeploying() from exc
-            if deploying and status in (400, 409):
-                raise DeployRejected(f"{code}: {message}") from exc
+            if verdict.action in (Action.RETRY, Action.IN_PROGRESS):
+                raise TransientError(f"ACI answered {status} {text}") from exc
+            if deploying:
+                raise DeployRejected(text) from exc
             raise
 
 
@@ -225,33 +263,16 @@ class _AlreadyDeploying(Exception):
     the only conflict that means this): nothing to do."""
 
 
-def is_quota_error(code: str, message: str) -> bool:
-    """Whether ACI refused for want of quota: a code naming a quota (`ContainerGroupQuotaReached`), or
-    the region's quota message, which ACI sends as 503 `ServiceUnavailable` ("Resource type
-    'Microsoft.ContainerInstance/containerGroups' container group quota 'ContainerGroups' exceeded in
-    region ...": learn.microsoft.com/troubleshoot/azure/azure-container-instances/configuration-setup/
-    service-unavailable-container-group-quota-exceeded)."""
-    text = message.lower()
-    return "quota" in code.lower() or ("quota" in text and "exceeded" in text)
-
-
-def _root_causes(error: Any) -> list[tuple[str, str]]:
-    """The innermost (code, message) pairs of an ARM error: a failed deployment's own error only says
-    `DeploymentFailed` ("At least one resource deployment operation failed"); its details say why."""
-    if error is None:
-        return []
-    causes = [cause for detail in (error.details or []) for cause in _root_causes(detail)]
-    return causes or [(str(error.code or ""), str(error.message or ""))]
-
-
-def _error_code(exc: Any) -> str:
+def _error_text(exc: Any) -> str:
+    """ARM's `code: message`, and the innermost causes when the error has details (a preflight
+    `InvalidTemplateDeployment` says only "See inner errors for details")."""
     error = getattr(exc, "error", None)
-    return str(getattr(error, "code", None) or "")
-
-
-def _error_message(exc: Any) -> str:
-    error = getattr(exc, "error", None)
-    return str(getattr(error, "message", None) or exc.message or "")
+    code = str(getattr(error, "code", None) or "")
+    message = str(getattr(error, "message", None) or exc.message or "")
+    text = f"{code}: {message}" if code else message
+    if error is not None and getattr(error, "details", None):
+        text += " (" + "; ".join(f"{c}: {m}" if c else m for c, m in root_causes(error)) + ")"
+    return text
 
 
 @functools.cache

@@ -53,6 +53,32 @@ def template_parameters(
     return {name: {"value": value} for name, value in values.items()}
 
 
+def escaped_for_arm(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Template-spec parameters with every string inside an object or array value (the command, the
+    environment, the tags) that starts with `[` and ends with `]` escaped as `[[...]`.
+
+    ARM reads such a string nested in a parameter value as a template expression: it validates it
+    (Azure/bicep#9173: a value like `[a-z]` fails the deployment) and may evaluate it (Azure/bicep#18658),
+    so a variable or command argument could run ARM functions. A leading `[[` is ARM's escape: "To
+    have a literal string start with a left bracket [ and end with a right bracket ], but not have it
+    interpreted as an expression, add an extra bracket to start the string with [["
+    (learn.microsoft.com/azure/azure-resource-manager/templates/template-expressions#escape-characters).
+    Top-level string values are not read so (#18658's `safeInput`) and stay as they are; direct mode
+    sends the unescaped values (`group_body`).
+    """
+    return {name: {"value": _escaped(wrapped["value"], nested=False)} for name, wrapped in parameters.items()}
+
+
+def _escaped(value: Any, nested: bool) -> Any:
+    if isinstance(value, str):
+        return "[" + value if nested and value.startswith("[") and value.endswith("]") else value
+    if isinstance(value, dict):
+        return {key: _escaped(item, nested=True) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escaped(item, nested=True) for item in value]
+    return value
+
+
 def group_body(parameters: dict[str, Any]) -> dict[str, Any]:
     """The container group REST body the template makes from `parameters` (for direct mode).
 

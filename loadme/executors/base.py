@@ -78,6 +78,11 @@ class Executor(Protocol):
         """Delete the group; False when it was already gone."""
         ...
 
+    def delete_deployment(self, name: str) -> bool:
+        """Delete the record of the deployment that made group `name` (ARM's deployment history,
+        which refuses new deployments past 800); False when there is none to delete."""
+        ...
+
     def list_owned(self) -> list[OwnedGroup]:
         """Every group this app owns that still exists."""
         ...

@@ -135,6 +135,10 @@ class LocalExecutor:
         shutil.rmtree(folder, onexc=_unless_already_gone)
         return True
 
+    def delete_deployment(self, name: str) -> bool:
+        """Always False: the local executor keeps no deployment history."""
+        return False
+
     def stop_all(self) -> int:
         """Stop every running group's processes (folders stay, for the janitor); returns how many."""
         stopped = 0
