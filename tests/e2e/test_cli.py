@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from devhost.azurite import free_port
+from loadme.deploy import step_message as deployed_step_message
+from loadme.journal import EventType
 from loadme.names import INITJOB_QUEUE, poison_queue
-from tests.support import Stack, step_message, wait_until
+from tests.support import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 LOADME = Path(sys.executable).parent / "loadme"
@@ -113,7 +115,9 @@ def test_poison_list_requeue_and_drop(stack: Stack) -> None:
     stack.wait_for_run(run_id)
     storage = stack.context.storage
     storage.ensure_resources([poison_queue(INITJOB_QUEUE)])
-    storage.queue(poison_queue(INITJOB_QUEUE)).send_message(step_message(run_id=run_id).to_json())
+    deploying = stack.context.journal.get(run_id, 1, EventType.DEPLOYING)
+    assert deploying is not None  # the message as the run sent it: a forged one would reopen nothing
+    storage.queue(poison_queue(INITJOB_QUEUE)).send_message(deployed_step_message(deploying).to_json())
     storage.raw_queue(poison_queue(INITJOB_QUEUE)).send_message("### not base64")
 
     listed = as_json(loadme(stack, "poison", "list", "initjob", "--json"))
