@@ -11,17 +11,20 @@
 
 from __future__ import annotations
 
+import base64
 import bisect
 import functools
 import itertools
 import re
 from collections.abc import Callable
+from datetime import datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableEntity, UpdateMode
+from azure.storage.blob import UserDelegationKey
 
 from loadme.admission import Capacity
 from loadme.settings import Settings
@@ -183,3 +186,14 @@ class SimulatedStorage(StorageClients):
     @property
     def table(self) -> TableClient:
         return cast("TableClient", self.memory_table)
+
+    def _user_delegation_key(self, start: datetime, expiry: datetime) -> tuple[UserDelegationKey, datetime]:
+        """A delegation key as Get User Delegation Key returns one (the SAS is signed with it for real):
+        the simulation has no blob service to ask."""
+        key = UserDelegationKey()  # type: ignore[no-untyped-call]
+        key.signed_oid, key.signed_tid = "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"
+        stamp = "%Y-%m-%dT%H:%M:%SZ"
+        key.signed_start, key.signed_expiry = start.strftime(stamp), expiry.strftime(stamp)
+        key.signed_service, key.signed_version = "b", "2025-01-05"
+        key.value = base64.b64encode(b"simulated delegation key").decode()
+        return key, expiry

@@ -35,13 +35,35 @@ logger = logging.getLogger(__name__)
 PLATFORM_HEADING = ("[loadme] below: the platform's log of this container, which holds only its last 16 KB or "
                     "1,000 lines once it stopped (4 MB while it runs): earlier output may be missing\n")
 PLATFORM_BLOCK = "platform"  # padded to the length of the runner's block ids
+ARCHIVE_ATTEMPTS = 5
 
 
 def archive_platform_log(blob: BlobClient, data: bytes) -> str:
     """Archive the platform's log `data` into `blob`; returns
     the journal's `source`: `runner+platform` when the runner's partial upload was there and is
     kept, with `data` committed after it as one block (again on a retry, never twice), else
-    `platform` (the blob then holds `data` alone)."""
+    `platform` (the blob then holds `data` alone).
+
+    A runner still alive (a step removed at its deadline) commits its own block list every few
+    seconds, and a commit discards every uncommitted block it does not name: ours, staged a moment
+    before, then makes our commit `InvalidBlockList` (Put Block List: "any uncommitted blocks
+    ... will be garbage collected",
+    https://learn.microsoft.com/rest/api/storageservices/put-block-list#remarks). That is tried
+    again from a fresh block list a few times; past that the error goes to the host, which retries.
+    """
+    from azure.core.exceptions import HttpResponseError
+
+    for attempt in range(1, ARCHIVE_ATTEMPTS + 1):
+        try:
+            return _archive_once(blob, data)
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) != "InvalidBlockList" or attempt == ARCHIVE_ATTEMPTS:
+                raise
+            logger.info("the runner committed its log while the platform's was archived; again (%d)", attempt)
+    raise AssertionError("unreachable")
+
+
+def _archive_once(blob: BlobClient, data: bytes) -> str:
     from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.blob import BlobBlock, ContentSettings
 

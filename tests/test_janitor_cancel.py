@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from azure.functions.timer import TimerRequest
+from azure.storage.blob import BlobBlock
 
 from loadme import contract
 from loadme.admission import MIN_WAIT_SECONDS
@@ -150,6 +151,36 @@ def test_a_container_killed_mid_job_leaves_what_it_printed_in_its_log(ctx: Conte
     # platform's block instead of adding a second one.
     assert archive_platform_log(blob, b"platform again\n") == "runner+platform"
     assert blob.download_blob().readall().decode() == runner_part + "platform again\n"
+
+
+class _RunnerCommitsMeanwhile:
+    """A blob client whose first Put Block is followed by a still-running runner's own Put Block List
+    (what a step removed at its deadline does every few seconds): Azure Storage then discards the
+    block just staged, and the archive's commit finds it gone."""
+
+    def __init__(self, blob: Any, runner_blocks: list[str]) -> None:
+        self._blob, self._runner_blocks, self.interleaved = blob, runner_blocks, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blob, name)
+
+    def stage_block(self, block_id: str, data: bytes) -> None:
+        self._blob.stage_block(block_id, data)
+        if not self.interleaved:
+            self.interleaved += 1
+            self._blob.commit_block_list([BlobBlock(block_id=b) for b in self._runner_blocks])
+
+
+def test_a_runner_committing_while_its_platform_log_is_archived_is_tried_again(ctx: Context) -> None:
+    blob = ctx.storage.logs.get_blob_client(log_blob_name("d" * 32, 1))
+    runner_blocks = [f"{n:010d}" for n in (1, 2)]
+    blob.stage_block(runner_blocks[0], b"one\n")
+    blob.commit_block_list([BlobBlock(block_id=runner_blocks[0])])
+    blob.stage_block(runner_blocks[1], b"two\n")  # staged by the runner, to be committed at its next flush
+    racing = _RunnerCommitsMeanwhile(blob, runner_blocks)
+    assert archive_platform_log(racing, b"platform tail\n") == "runner+platform"
+    assert racing.interleaved == 1
+    assert blob.download_blob().readall() == b"one\ntwo\nplatform tail\n"
 
 
 def test_janitor_removes_groups_whose_removal_kept_failing_and_orphans(ctx: Context, clock: Clock) -> None:
