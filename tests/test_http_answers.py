@@ -14,13 +14,14 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure_functions_runtime.bindings.out import Out
 
 from devhost.azurite import Azurite
 from loadme import web
 from loadme.context import Context, set_context
 from loadme.errors import RequestError, SettingsError
 from loadme.settings import Settings
-from tests.support import Out, app_settings, http_request, post_json, user_function
+from tests.support import app_settings, http_request, post_json, user_function
 
 HEADERS = {"X-Content-Type-Options": "nosniff", "Strict-Transport-Security": "max-age=31536000; includeSubDomains"}
 RUN = "0" * 32
@@ -59,6 +60,8 @@ ERRORS = [
     ("poison_drop", "DELETE", "poison/stage2/0", {"queue": "stage2", "message_id": "0"}, None, 404),
     ("dashboard", "GET", "dashboard/%0A0", {"path": "\n0"}, None, 404),
     ("dashboard", "GET", "dashboard/../host.json", {"path": "../host.json"}, None, 404),
+    ("dashboard", "GET", "dashboard/long", {"path": "T\u0335" * 300}, None, 404),  # too long a file name
+    ("dashboard", "GET", "dashboard/nul", {"path": "a\x00b"}, None, 404),
 ]
 
 
