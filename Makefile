@@ -6,6 +6,9 @@
 #   make test-stress  the suite STRESS_RUNS times (default 5) on a fresh clone with every core kept busy
 #   make bench  the benchmark suite: one table of ratios measured side by side, written with a description of
 #               the machine to bench/RESULTS.md (about 5 minutes on two cores; not part of make test)
+#   make fuzz   schemathesis over the OpenAPI document against a local stack of its own on 127.0.0.1: no 5xx,
+#               every answer as documented (bounded: FUZZ_EXAMPLES per operation, FUZZ_SECONDS in all; about
+#               10 minutes; not part of make test)
 #
 # Python 3.13 is required (Azure Functions' Python 3.13 worker, azure-functions-runtime, runs the app
 # locally as in Azure); tools/find-python313 finds one or says what to install. PYTHON=... overrides.
@@ -16,8 +19,11 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 CHECKOV_VENV := .venv-checkov
+FUZZ_VENV := .venv-fuzz
+FUZZ_EXAMPLES ?= 40
+FUZZ_SECONDS ?= 600
 
-.PHONY: deps demo test test-stress bench dev lint typecheck checkov clean python
+.PHONY: deps demo test test-stress bench dev lint typecheck checkov fuzz clean python
 STRESS_RUNS ?= 5
 
 python:
@@ -46,6 +52,16 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt | python
 checkov: $(CHECKOV_VENV)/.installed
 	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml
 
+# schemathesis pins its own hypothesis and HTTP stack: a venv of its own (requirements-fuzz.txt), like checkov's.
+$(FUZZ_VENV)/.installed: requirements-fuzz.txt | python
+	rm -rf $(FUZZ_VENV) && $(PYTHON) -m venv $(FUZZ_VENV)
+	$(FUZZ_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-fuzz.txt
+	touch $@
+
+fuzz: deps $(FUZZ_VENV)/.installed
+	$(PY) tools/fuzz.py --schemathesis $(FUZZ_VENV)/bin/schemathesis --max-examples $(FUZZ_EXAMPLES) \
+	  --max-time $(FUZZ_SECONDS)
+
 demo: deps
 	$(PY) -m devhost.demo
 
@@ -70,4 +86,4 @@ bench: deps
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .azurite .azurite.log .loadme .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) $(FUZZ_VENV) node_modules .azurite .azurite.log .loadme .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -11,7 +11,6 @@ measures the import against bare `azure.functions`).
 
 from __future__ import annotations
 
-import json
 import logging
 import typing
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from loadme.context import configure_logging, get_context
-from loadme.errors import EnvelopeError, RequestError, SettingsError
+from loadme.errors import EnvelopeError, RequestError
 from loadme.loading import load_all
 from loadme.names import (
     INITJOB_QUEUE,
@@ -31,6 +30,7 @@ from loadme.names import (
     run_id_for_idempotency_key,
 )
 from loadme.settings import binding_schedule, is_set, value
+from loadme.web import API_HEADERS, JSON, Answer, answer, error_text, json_answer, slow_read
 
 if TYPE_CHECKING:
     from loadme.envelope import Message, RemovalMessage, ResultMessage, StepMessage
@@ -53,8 +53,11 @@ Messages = func.Out[typing.List[str]]  # noqa: UP006
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    text = body if isinstance(body, str) else json.dumps(body)
-    return func.HttpResponse(text, status_code=status, mimetype="application/json", headers=headers)
+    return _response(json_answer(status, body, headers))
+
+
+def _response(answer: Answer) -> func.HttpResponse:
+    return func.HttpResponse(answer.text, status_code=answer.status, mimetype=JSON, headers=answer.headers)
 
 
 def _api_base(req: func.HttpRequest) -> str:
@@ -74,19 +77,9 @@ def _decode(msg: func.QueueMessage, kind: type[Any], queue: str) -> Any:
         raise
 
 
-def _answer(handle: Callable[[], tuple[int, Any]]) -> func.HttpResponse:
-    """Run a request's handler: its status and JSON body, a 4xx JSON error for bad input, a logged
-    500 only for a misconfigured app."""
-    from loadme.api import error_body
-
-    try:
-        status, body = handle()
-    except RequestError as exc:
-        return _json(exc.status, error_body(exc.message))
-    except SettingsError as exc:
-        logger.error("the app is misconfigured: %s", exc)
-        return _json(500, error_body("the app is misconfigured; see its log"))
-    return _json(status, body)
+def _answer(what: str, handle: Callable[[], Answer | tuple[int, Any]]) -> func.HttpResponse:
+    """Run a request's handler: its status and JSON body, or a JSON error (loadme.web.answer)."""
+    return _response(answer(handle, what))
 
 
 def _found(run_id: str, body: Any) -> tuple[int, Any]:
@@ -106,22 +99,19 @@ def _send(out: Messages, messages: list[Message]) -> None:
 def init_job(req: func.HttpRequest, initjob: Messages) -> func.HttpResponse:
     """Start a run: 202 with its id and status URL, or a 4xx JSON error naming the problem."""
     load_all()
-    from loadme.api import check_idempotency_key, error_body, parse_start_request
+    from loadme.api import check_idempotency_key, parse_start_request
     from loadme.runs import start_run
 
-    try:
+    def handle() -> Answer:
         ctx = get_context()
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
         request = parse_start_request(req.get_body(), req.headers.get("Content-Type"), ctx.settings, ctx.variables)
         started = start_run(ctx, request, "http", run_id_for_idempotency_key(key) if key else None)
-    except RequestError as exc:
-        return _json(exc.status, error_body(exc.message))
-    except SettingsError as exc:
-        logger.error("cannot start runs: %s", exc)
-        return _json(500, error_body("the app is misconfigured; see its log"))
-    _send(initjob, [started.message] if started.message is not None else [])
-    status_url = f"{_api_base(req)}/runs/{started.run_id}"
-    return _json(202, {"run_id": started.run_id, "status_url": status_url}, {"Location": status_url})
+        _send(initjob, [started.message] if started.message is not None else [])
+        status_url = f"{_api_base(req)}/runs/{started.run_id}"
+        return json_answer(202, {"run_id": started.run_id, "status_url": status_url}, {"Location": status_url})
+
+    return _answer("init_job", handle)
 
 
 @app.function_name("run_status")
@@ -129,14 +119,11 @@ def init_job(req: func.HttpRequest, initjob: Messages) -> func.HttpResponse:
 def run_status(req: func.HttpRequest) -> func.HttpResponse:
     """A run's state, timeline and variables; 404 for an unknown run."""
     load_all()
-    from loadme.api import error_body
     from loadme.runs import run_status as read_run_status
 
     run_id = req.route_params.get("run_id", "")
-    status = read_run_status(get_context(), run_id) if is_run_id(run_id) else None
-    if status is None:
-        return _json(404, error_body(f"no run with id {run_id!r}"))
-    return _json(200, status)
+    return _answer("run_status", lambda: _found(run_id, read_run_status(get_context(), run_id)
+                                                if is_run_id(run_id) else None))
 
 
 @app.function_name("cancel_run")
@@ -145,18 +132,20 @@ def run_status(req: func.HttpRequest) -> func.HttpResponse:
 def cancel_run(req: func.HttpRequest, removeinfra: Messages) -> func.HttpResponse:
     """Cancel a run and remove its containers: 202 (also when already cancelled), 404, or 409."""
     load_all()
-    from loadme.api import error_body
     from loadme.cancel import cancel_run as cancel
 
     run_id = req.route_params.get("run_id", "")
-    outcome = cancel(get_context(), run_id) if is_run_id(run_id) else None
-    if outcome is None or not outcome.found:
-        return _json(404, error_body(f"no run with id {run_id!r}"))
-    _send(removeinfra, list(outcome.removals))
-    if outcome.conflict:
-        return _json(409, error_body(f"run {run_id} already {outcome.state}; it cannot be cancelled"))
-    status_url = f"{_api_base(req)}/runs/{run_id}"
-    return _json(202, {"run_id": run_id, "state": outcome.state, "status_url": status_url})
+
+    def handle() -> tuple[int, Any]:
+        outcome = cancel(get_context(), run_id) if is_run_id(run_id) else None
+        if outcome is None or not outcome.found:
+            raise RequestError(404, f"no run with id {run_id!r}")
+        _send(removeinfra, list(outcome.removals))
+        if outcome.conflict:
+            raise RequestError(409, f"run {run_id} already {outcome.state}; it cannot be cancelled")
+        return 202, {"run_id": run_id, "state": outcome.state, "status_url": f"{_api_base(req)}/runs/{run_id}"}
+
+    return _answer("cancel_run", handle)
 
 
 @app.function_name("list_runs")
@@ -166,7 +155,11 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     load_all()
     from loadme import reports
 
-    return _answer(lambda: (200, reports.list_runs(get_context(), req.params)))
+    def handle() -> tuple[int, Any]:
+        with slow_read("run listing"):
+            return 200, reports.list_runs(get_context(), req.params)
+
+    return _answer("list_runs", handle)
 
 
 @app.function_name("run_logs")
@@ -177,8 +170,12 @@ def run_logs(req: func.HttpRequest) -> func.HttpResponse:
     from loadme import reports
 
     run_id = req.route_params.get("run_id", "")
-    return _answer(lambda: _found(run_id, reports.run_logs(get_context(), run_id, req.params)
-                                  if is_run_id(run_id) else None))
+
+    def handle() -> tuple[int, Any]:
+        with slow_read("log"):
+            return _found(run_id, reports.run_logs(get_context(), run_id, req.params) if is_run_id(run_id) else None)
+
+    return _answer("run_logs", handle)
 
 
 @app.function_name("run_stats")
@@ -188,7 +185,11 @@ def run_stats(req: func.HttpRequest) -> func.HttpResponse:
     load_all()
     from loadme import reports
 
-    return _answer(lambda: (200, reports.run_stats(get_context(), req.params)))
+    def handle() -> tuple[int, Any]:
+        with slow_read("stats"):
+            return 200, reports.run_stats(get_context(), req.params)
+
+    return _answer("run_stats", handle)
 
 
 @app.function_name("poison_list")
@@ -198,7 +199,7 @@ def poison_list(req: func.HttpRequest) -> func.HttpResponse:
     load_all()
     from loadme import poison
 
-    return _answer(lambda: (200, poison.list_poison(get_context(), req.route_params.get("queue", ""))))
+    return _answer("poison_list", lambda: (200, poison.list_poison(get_context(), req.route_params.get("queue", ""))))
 
 
 @app.function_name("poison_requeue")
@@ -209,7 +210,7 @@ def poison_requeue(req: func.HttpRequest) -> func.HttpResponse:
     from loadme import poison
 
     queue, message_id = req.route_params.get("queue", ""), req.route_params.get("message_id", "")
-    return _answer(lambda: (200, poison.requeue(get_context(), queue, message_id)))
+    return _answer("poison_requeue", lambda: (200, poison.requeue(get_context(), queue, message_id)))
 
 
 @app.function_name("poison_drop")
@@ -220,7 +221,7 @@ def poison_drop(req: func.HttpRequest) -> func.HttpResponse:
     from loadme import poison
 
     queue, message_id = req.route_params.get("queue", ""), req.route_params.get("message_id", "")
-    return _answer(lambda: (200, poison.drop(get_context(), queue, message_id)))
+    return _answer("poison_drop", lambda: (200, poison.drop(get_context(), queue, message_id)))
 
 
 @app.function_name("service_status")
@@ -230,8 +231,8 @@ def service_status(req: func.HttpRequest) -> func.HttpResponse:
     load_all()
     from loadme.poison import poison_stats
 
-    stats = poison_stats(get_context())
-    return _json(200, {"poison_queues": {p.queue: p.as_dict() for p in stats}})
+    return _answer("service_status", lambda: (200, {"poison_queues": {p.queue: p.as_dict()
+                                                                      for p in poison_stats(get_context())}}))
 
 
 @app.function_name("dashboard")
@@ -239,14 +240,13 @@ def service_status(req: func.HttpRequest) -> func.HttpResponse:
 def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     """The web dashboard's files (anonymous: the page holds no data and asks for the function key)."""
     load_all()
-    from loadme.api import error_body
     from loadme.static import SECURITY_HEADERS, dashboard_file
 
     found = dashboard_file(req.route_params.get("path") or "")
     if found is None:
-        return _json(404, error_body("no such dashboard file"))
+        return _json(404, error_text("no such dashboard file"))
     return func.HttpResponse(found.body, status_code=200, headers={"Content-Type": found.content_type,
-                                                                   **SECURITY_HEADERS})
+                                                                   **API_HEADERS, **SECURITY_HEADERS})
 
 
 @app.function_name("openapi")
@@ -256,7 +256,7 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
     load_all()
     from loadme.openapi import openapi_document
 
-    return _json(200, openapi_document(value("VARIABLE_PREFIX")))
+    return _answer("openapi", lambda: (200, openapi_document(value("VARIABLE_PREFIX"))))
 
 
 @app.function_name("dq_init_job")

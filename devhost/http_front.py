@@ -12,11 +12,17 @@ are accepted without checking), matched case-insensitively; a method not in the 
 (WebScriptHostHttpRoutesManager). Nothing matching is a 404 with an empty body, a method outside a
 route's list included (no 405: the method is a route constraint). `GET /` is the host's home page
 (HomepageMiddleware: 200 text/html, or 204 with AzureWebJobsDisableHomepage=true).
+
+One rule of ours, before any of that: a request whose `Host` is not a loopback name (127.0.0.1,
+localhost, [::1], with this port or none) is refused with a 400 JSON error. The stack runs commands
+on this machine for anyone who can call it; without the check a web page whose name the attacker
+re-points at 127.0.0.1 (DNS rebinding) could call it from the developer's browser as same-origin.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import threading
@@ -88,12 +94,32 @@ def route_pattern(template: str) -> re.Pattern[str]:
             regex = regex[:-1] + f"(?:/{group})?"
         else:
             regex += group + ("?" if optional else "")
-    return re.compile(f"^{regex}$", re.IGNORECASE)
+    # DOTALL: a route value may hold any character once decoded (`%0A` is a newline), as in ASP.NET
+    # Core routing, which matches decoded segments without a character class.
+    return re.compile(f"^{regex}$", re.IGNORECASE | re.DOTALL)
 
 
 def unmatched() -> HttpReply:
     """The host's answer to a request no function's route and methods match: 404, empty body."""
     return HttpReply(404, {}, b"")
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def loopback_host(host: str | None, port: int) -> bool:
+    """Whether a `Host` header names this machine's loopback interface on `port` (or no port)."""
+    value = (host or "").lower()
+    has_port = ":" in value.rsplit("]", 1)[-1]  # `[::1]` has colons of its own
+    name, _, given = value.rpartition(":") if has_port else (value, "", "")
+    return name in LOOPBACK_NAMES and given in ("", str(port))
+
+
+def refused_host(host: str | None) -> HttpReply:
+    """The answer to a request for another host name: 400 with a JSON error."""
+    message = f"Host {host!r} is not this local stack's; call it as http://127.0.0.1:<port> or localhost"
+    return HttpReply(400, {"Content-Type": "application/json; charset=utf-8"},
+                     json.dumps({"error": message}).encode())
 
 
 def _joined(pairs: Any, drop_empty: bool) -> dict[str, str]:
@@ -154,6 +180,9 @@ class HttpFront:
         return None
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        if not loopback_host(host, self.port):
+            return _response(refused_host(host))
         body = await request.read() if (request.content_length or 0) > 0 else b""
         target = self.match(request.method, request.path)
         if target is None:
@@ -170,8 +199,12 @@ class HttpFront:
                 route_params=params, body=body,
             )
             reply = await asyncio.get_running_loop().run_in_executor(self._pool, self._dispatch, route, incoming)
-        response = web.Response(status=reply.status, body=reply.body)
-        for name, value in reply.headers.items():
-            if name.lower() not in ("content-length", "transfer-encoding"):
-                response.headers[name] = value
-        return response
+        return _response(reply)
+
+
+def _response(reply: HttpReply) -> web.Response:
+    response = web.Response(status=reply.status, body=reply.body)
+    for name, value in reply.headers.items():
+        if name.lower() not in ("content-length", "transfer-encoding"):
+            response.headers[name] = value
+    return response

@@ -32,6 +32,11 @@ def _error(description: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+def _busy() -> dict[str, Any]:
+    return {**_error("Too many slow reads at once on this instance (loadme.web.slow_read): retry after Retry-After"),
+            "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait"}}}
+
+
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
@@ -122,7 +127,8 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
                     _query("cursor", "next_cursor of the previous page", {"type": "string"}),
                 ],
-                "responses": {"200": _json("A page of runs", "RunList"), "400": _error("A bad parameter")},
+                "responses": {"200": _json("A page of runs", "RunList"), "400": _error("A bad parameter"),
+                              "429": _busy()},
             }},
             "/runs/{run_id}/logs": {
                 "parameters": [run_id_param],
@@ -141,7 +147,7 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                                           {"type": "string", "pattern": "^[0-9]+:(" + "|".join(LOG_SOURCES)
                                            + "):[0-9]+(,[0-9]+:(" + "|".join(LOG_SOURCES) + "):[0-9]+)*$"})],
                     "responses": {"200": _json("The logs", "RunLogs"), "400": _error("A bad parameter"),
-                                  "404": _error("Unknown run")},
+                                  "404": _error("Unknown run"), "429": _busy()},
                 },
             },
             "/stats": {"get": {
@@ -152,7 +158,8 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                 "parameters": [_query("days", f"Days back, today included (default {DEFAULT_STATS_DAYS}; at most "
                                               f"RUN_RETENTION_DAYS and {MAX_STATS_DAYS})",
                                       {"type": "integer", "minimum": 1, "maximum": MAX_STATS_DAYS})],
-                "responses": {"200": _json("Statistics", "Stats"), "400": _error("A bad parameter")},
+                "responses": {"200": _json("Statistics", "Stats"), "400": _error("A bad parameter"),
+                              "429": _busy()},
             }},
             "/poison/{queue}": {
                 "parameters": [queue_param],

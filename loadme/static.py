@@ -35,8 +35,11 @@ def dashboard_file(path: str, root: Path = DASHBOARD_DIR) -> StaticFile | None:
     """The file at `path` under the dashboard folder (its index for ""), or None: unknown, a folder,
     an unsupported type, or anything that would leave the folder."""
     relative = path.strip("/") or "index.html"
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root.resolve()) or not target.is_file():
+    try:
+        target = (root / relative).resolve()
+        if not target.is_relative_to(root.resolve()) or not target.is_file():
+            return None
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such file
         return None
     content_type = CONTENT_TYPES.get(target.suffix.lower())
     if content_type is None:

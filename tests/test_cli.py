@@ -460,3 +460,102 @@ def test_render_progress_lines() -> None:
     assert render.progress_line(ended) == "succeeded after 7.2s"
     assert render.progress_line({**_status("queued", 1), "reason": "waiting for capacity"}) == \
         "step 1/2 queued: waiting for capacity"
+
+
+# ---- what a job controls reaches the terminal escaped; credentials stay off plain http -------------
+ESC_TITLE = "\x1b]0;pwned\x07"
+CLIPBOARD = "\x1b]52;c;ZXZpbA==\x07"
+
+
+def _no_controls(text: str) -> None:
+    assert not [c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7f <= ord(c) <= 0x9f], repr(text)
+
+
+def test_render_printable_shows_control_characters() -> None:
+    assert render.printable("a\tb\nc") == "a\tb\nc"
+    assert render.printable(f"{ESC_TITLE}x\r\ny\rz\x00\x7f\x9b") == "\\x1b]0;pwned\\x07x\ny\\x0dz\\x00\\x7f\\x9b"
+
+
+def test_job_controlled_text_is_escaped_outside_json(api: FakeApi) -> None:
+    status = {**STATUS, "reason": f"step 1 exited 3{ESC_TITLE}", "variables": {"___Message": f"hi{CLIPBOARD}"},
+              "events": [*STATUS["events"][:2], {**STATUS["events"][2], "reason": "\x1b[2Jgone"}]}
+    api.answer("GET", f"/api/runs/{RUN_ID}", 200, status)
+    shown = invoke(api.url, "show", RUN_ID)
+    assert shown.exit_code == 0, shown.output
+    _no_controls(shown.stdout)
+    assert "___Message=hi\\x1b]52;c;ZXZpbA==\\x07" in shown.stdout and "\\x1b[2Jgone" in shown.stdout
+    assert json.loads(invoke(api.url, "show", RUN_ID, "--json").stdout) == status  # --json: JSON escapes them
+
+    api.answer("GET", f"/api/runs/{RUN_ID}/logs", 200, {"run_id": RUN_ID, "steps": [
+        {"step": 1, "source": "archive", "blob": "b1", "text": "\x1b[31mred\x1b[0m\r\nprogress\r50%\n"}]})
+    logs = invoke(api.url, "logs", RUN_ID)
+    assert logs.stdout == "==> step 1 (archive) <==\n\\x1b[31mred\\x1b[0m\nprogress\\x0d50%\n"
+
+    api.answer("GET", "/api/runs", 200, {"runs": [{**FAILED_RUN, "reason": f"bad{ESC_TITLE}"}], "next_cursor": None})
+    listed = invoke(api.url, "runs")
+    _no_controls(listed.stdout)
+    assert "bad\\x1b]0;pwned\\x07" in listed.stdout
+
+    api.answer("GET", "/api/poison/stage2", 200, {"queue": "stage2-poison", "depth": 1, "messages": [
+        {"id": "m1", "run_id": RUN_ID, "step": 1, "age_seconds": 5, "error": f"boom{CLIPBOARD}"}]})
+    poisoned = invoke(api.url, "poison", "list", "stage2")
+    _no_controls(poisoned.stdout)
+    assert "boom\\x1b]52" in poisoned.stdout
+
+    api.answer("GET", f"/api/runs/{RUN_ID}", 400, {"error": f"no{ESC_TITLE}"})
+    refused = invoke(api.url, "show", RUN_ID)
+    _no_controls(refused.stderr)
+    assert one_error_line(refused) == "loadme: 400 no\\x1b]0;pwned\\x07"
+
+
+def test_wait_and_follow_lines_are_escaped(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_main, "WAIT_POLL_SECONDS", 0)
+    api.answer("POST", "/api/init_job", 202, {"run_id": RUN_ID, "status_url": "u"})
+    api.answer("GET", f"/api/runs/{RUN_ID}", 200, {**STATUS, "reason": f"x{ESC_TITLE}"})
+    waited = invoke(api.url, "run", "--wait")
+    assert waited.exit_code == 1
+    _no_controls(waited.stdout)
+    assert "x\\x1b]0;pwned\\x07" in waited.stdout
+    api.answer("GET", f"/api/runs/{RUN_ID}/logs", 200, {"run_id": RUN_ID, "steps": [
+        {"step": 1, "source": "archive", "blob": "b1", "text": f"line{CLIPBOARD}\n"}]})
+    followed = invoke(api.url, "logs", RUN_ID, "--follow")
+    assert followed.exit_code == 0, followed.output
+    _no_controls(followed.stdout)
+    assert "line\\x1b]52;c;ZXZpbA==\\x07\n" in followed.stdout
+
+
+@pytest.mark.parametrize("env", [{"LOADME_KEY": "k3y"}, {"LOADME_TOKEN": "t0k"}])
+def test_credentials_are_not_sent_over_plain_http_to_another_host(env: dict[str, str]) -> None:
+    refused = invoke("http://loadme.invalid/api", "runs", **env)
+    assert refused.exit_code == 2
+    assert "plain http to another host" in one_error_line(refused) and "--allow-http" in refused.stderr
+    allowed = invoke("http://loadme.invalid:1/api", "--allow-http", "runs", **env)
+    assert allowed.exit_code == 3  # it tried: the name does not resolve
+    warning, failure = allowed.stderr.splitlines()
+    assert warning == "loadme: warning: sending credentials in clear text to http://loadme.invalid:1/api " \
+                      "(--allow-http)"
+    assert failure.startswith("loadme: cannot reach http://loadme.invalid:1/api")
+    assert invoke("http://loadme.invalid:1/api", "runs").exit_code == 3  # no credentials: nothing to protect
+
+
+def test_credentials_go_over_http_to_loopback_and_over_https_anywhere(api: FakeApi) -> None:
+    api.answer("GET", "/api/runs", 200, {"runs": [], "next_cursor": None})
+    assert invoke(api.url, "runs", LOADME_KEY="k3y").exit_code == 0
+    assert invoke(api.url.replace("127.0.0.1", "localhost"), "runs", LOADME_KEY="k3y").exit_code == 0
+    assert [s.headers.get("x-functions-key") for s in api.seen] == ["k3y", "k3y"]
+    unreachable = invoke("https://loadme.invalid:1/api", "runs", LOADME_KEY="k3y")
+    assert unreachable.exit_code == 3 and "warning" not in unreachable.stderr
+
+
+def test_help_recommends_the_environment_for_keys() -> None:
+    result = invoke("http://127.0.0.1:1/api", "--help")
+    assert "Prefer LOADME_KEY" in " ".join(result.output.split())
+    assert "--allow-http" in result.output
+
+
+def test_a_busy_instance_is_asked_again_after_its_retry_after(api: FakeApi) -> None:
+    api.answer("GET", "/api/runs", 429, {"error": "too many run listing requests at once on this instance"},
+               {"Retry-After": "0"})
+    result = invoke(api.url, "runs")
+    assert result.exit_code == 4 and "429 too many run listing requests" in one_error_line(result)
+    assert len(api.seen) == 3  # the first try and two more

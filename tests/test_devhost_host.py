@@ -54,6 +54,29 @@ def test_unmatched_requests_are_answered_as_the_host_does(slow_host: LocalHost) 
     assert home.status_code == 200 and home.headers["Content-Type"].startswith("text/html")
 
 
+def test_a_catch_all_route_takes_any_decoded_character(slow_host: LocalHost) -> None:
+    response = _get(slow_host, "/api/files/%0A0/a%20b")
+    assert (response.status_code, response.text) == (200, repr("\n0/a b"))
+
+
+@pytest.mark.parametrize("host", ["evil.example:{port}", "evil.example", "127.0.0.1:1", "127.0.0.1.nip.io:{port}",
+                                  "localhost.:{port}", "::1", ""])
+def test_a_request_for_another_host_name_is_refused_with_a_json_error(slow_host: LocalHost, host: str) -> None:
+    """DNS rebinding: a page whose name now points at 127.0.0.1 sends its own name as Host."""
+    for method, path in (("GET", "/api/pid"), ("POST", "/api/echo"), ("GET", "/"), ("GET", "/api/nothing")):
+        response = _get(slow_host, path, method, headers={"Host": host.format(port=slow_host.port)})
+        assert response.status_code == 400, (host, method, path)
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert "is not this local stack's" in response.json()["error"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "127.0.0.1", "localhost:{port}", "LocalHost", "[::1]:{port}",
+                                  "[::1]"])
+def test_loopback_host_names_are_served(slow_host: LocalHost, host: str) -> None:
+    response = _get(slow_host, "/api/pid", headers={"Host": host.format(port=slow_host.port)})
+    assert response.status_code == 200 and response.text.isdigit()
+
+
 def test_a_route_without_methods_takes_every_method_and_requests_convert_like_the_host(slow_host: LocalHost) -> None:
     response = _get(slow_host, "/api/echo?a=1&a=2&empty=", "PATCH", data=b"hello",
                     headers={"X-Custom": "v"})

@@ -84,7 +84,7 @@ def test_indexing_imports_only_what_the_decorators_need() -> None:
     assert sorted(m for m in loaded if m.startswith("loadme")) == [
         "loadme", "loadme.context", "loadme.contract", "loadme.errors", "loadme.loading", "loadme.names",
         "loadme.settings",
-        "loadme.variables"]
+        "loadme.variables", "loadme.web"]
     sdks = ("azure.core", "azure.storage", "azure.data", "azure.identity", "azure.mgmt", "requests")
     assert [m for m in loaded if m.startswith(sdks)] == []
 

@@ -7,6 +7,7 @@ refuses; `main` prints the message.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -69,7 +70,18 @@ def normalize_url(url: str) -> str:
 
 
 def is_local(url: str) -> bool:
-    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+    """Whether `url` names this machine's loopback interface (localhost, 127.0.0.0/8, ::1)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def clear_text(url: str) -> bool:
+    """Whether what is sent to `url` crosses a network unencrypted: plain http to a host that is not this
+    machine's loopback."""
+    return urlsplit(url).scheme == "http" and not is_local(url)
 
 
 def az_token(resource: str) -> str:
@@ -142,10 +154,10 @@ class Api:
     def __post_init__(self) -> None:
         self._session = requests.Session()
         self._session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT, **self.headers})
-        # Reads ride out a blip (a refused connection, a cold start's 503) during a long --wait or --follow;
-        # writes are sent once.
+        # Reads ride out a blip (a refused connection, a cold start's 503, a busy instance's 429 with its
+        # Retry-After) during a long --wait or --follow; writes are sent once.
         retry = Retry(total=2, connect=2, read=0, status=2, backoff_factor=0.5, allowed_methods={"GET"},
-                      status_forcelist=(502, 503, 504), raise_on_status=False)
+                      status_forcelist=(429, 502, 503, 504), raise_on_status=False)
         for scheme in ("http://", "https://"):
             self._session.mount(scheme, HTTPAdapter(max_retries=retry))
 

@@ -29,6 +29,7 @@ from loadme_cli.client import (
     CliError,
     auth_headers,
     az_token,
+    clear_text,
     normalize_url,
 )
 from loadme_cli.times import to_timestamp
@@ -50,9 +51,11 @@ Exit status:
 
 \b
 Where: the local stack (make dev) by default; Azure with --url/LOADME_URL and a function key
-(--key/LOADME_KEY, sent as x-functions-key) and, where Microsoft Entra ID protects the app, a
-token (--token/LOADME_TOKEN, or --az-login with --resource/LOADME_RESOURCE, the app id URI),
-sent as Authorization: Bearer.
+(LOADME_KEY or --key, sent as x-functions-key) and, where Microsoft Entra ID protects the app,
+a token (LOADME_TOKEN or --token, or --az-login with --resource/LOADME_RESOURCE, the app id
+URI), sent as Authorization: Bearer. Set keys in the environment, not on the command line
+(shell history, ps). A key or token goes over plain http only to this machine (127.0.0.1,
+localhost, ::1); elsewhere https, or --allow-http.
 """
 
 
@@ -89,8 +92,14 @@ class LoadmeGroup(click.Group):
             _fail(f"unexpected {type(exc).__name__}: {exc} (LOADME_DEBUG=1 shows where)", EXIT_INTERNAL)
 
 
+def _echo(text: str, err: bool = False, nl: bool = True) -> None:
+    """Print for people: control characters the API's text may carry (a job writes its logs, variables,
+    reasons) are shown, not sent to the terminal (render.printable). --json output is JSON-escaped."""
+    click.echo(render.printable(text), err=err, nl=nl)
+
+
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"loadme: {_one_line(message)}", err=True)
+    _echo(f"loadme: {_one_line(message)}", err=True)
     raise click.exceptions.Exit(code)
 
 
@@ -108,12 +117,20 @@ class Target:
     token: str | None
     az_login: bool
     resource: str | None
+    allow_http: bool = False
     _api: Api | None = field(default=None, repr=False)
 
     def api(self) -> Api:
+        """The Api; raises CliError (usage) before any credential would go to another host over http."""
         if self._api is None:
+            url = normalize_url(self.url)
+            if (self.key or self.token or self.az_login) and clear_text(url):
+                if not self.allow_http:
+                    raise CliError(f"{url} is plain http to another host: the key or token would cross the network "
+                                   "in clear text; use https (or --allow-http if you must)", EXIT_USAGE)
+                _echo(f"loadme: warning: sending credentials in clear text to {url} (--allow-http)", err=True)
             token = az_token(self.resource or "") if self.az_login else self.token
-            self._api = Api(normalize_url(self.url), auth_headers(self.key, token))
+            self._api = Api(url, auth_headers(self.key, token))
         return self._api
 
 
@@ -128,7 +145,7 @@ def _print_json(document: Any) -> None:
 
 
 def _print_lines(lines: list[str]) -> None:
-    click.echo("\n".join(lines))
+    _echo("\n".join(lines))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON document instead.")
@@ -138,23 +155,29 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the AP
                                                                "max_content_width": 100})
 @click.option("--url", envvar="LOADME_URL", show_envvar=True, default=DEFAULT_URL, show_default=True,
               help="The API's base URL (an app's root gets /api added).")
-@click.option("--key", envvar="LOADME_KEY", show_envvar=True, help="A function key (sent as x-functions-key).")
+@click.option("--key", envvar="LOADME_KEY", show_envvar=True,
+              help="A function key (sent as x-functions-key). Prefer LOADME_KEY: a --key value is kept in shell "
+                   "history and shown by ps.")
 @click.option("--token", envvar="LOADME_TOKEN", show_envvar=True,
-              help="A Microsoft Entra ID access token (sent as Authorization: Bearer).")
+              help="A Microsoft Entra ID access token (sent as Authorization: Bearer). Prefer LOADME_TOKEN or "
+                   "--az-login, as for --key.")
 @click.option("--az-login", is_flag=True,
               help="Get the token with: az account get-access-token --resource RESOURCE.")
 @click.option("--resource", envvar="LOADME_RESOURCE", show_envvar=True,
               help="The app id URI of the API's Entra app registration, for --az-login.")
+@click.option("--allow-http", is_flag=True,
+              help="Send the key or token over plain http to a host other than this machine (refused without "
+                   "it: anyone on the way can read them); a warning on stderr each time.")
 @click.version_option(package_name="loadme-cli", prog_name="loadme")
 @click.pass_context
 def cli(ctx: click.Context, url: str, key: str | None, token: str | None, az_login: bool,
-        resource: str | None) -> None:
+        resource: str | None, allow_http: bool) -> None:
     """Start loadme runs and follow them, read their logs, stats and poison queues."""
     if az_login and token:
         raise click.UsageError("give --token (LOADME_TOKEN) or --az-login, not both", ctx)
     if az_login and not resource:
         raise click.UsageError("--az-login needs --resource or LOADME_RESOURCE (the app id URI)", ctx)
-    ctx.obj = Target(url, key or None, token or None, az_login, resource)
+    ctx.obj = Target(url, key or None, token or None, az_login, resource, allow_http)
 
 
 # ---- run ------------------------------------------------------------------------------------------
@@ -244,18 +267,18 @@ def run(ctx: click.Context, variables: dict[str, str], secrets: tuple[str, ...],
         if as_json:
             _print_json(started)
         else:
-            click.echo(f"started run {run_id}\nfollow it: loadme show {run_id}; loadme logs {run_id} --follow")
+            _echo(f"started run {run_id}\nfollow it: loadme show {run_id}; loadme logs {run_id} --follow")
         return
-    click.echo(f"started run {run_id}", err=as_json)
+    _echo(f"started run {run_id}", err=as_json)
     try:
-        status = wait_for_run(api, run_id, lambda line: click.echo(line, err=as_json))
+        status = wait_for_run(api, run_id, lambda line: _echo(line, err=as_json))
     except KeyboardInterrupt:
         raise CliError(f"interrupted; run {run_id} goes on (loadme show {run_id}; loadme cancel {run_id})",
                        EXIT_INTERRUPTED) from None
     if as_json:
         _print_json(status)
     elif status["state"] != "succeeded":
-        click.echo(f"why: loadme show {run_id}; loadme logs {run_id}")
+        _echo(f"why: loadme show {run_id}; loadme logs {run_id}")
     if status["state"] != "succeeded":
         ctx.exit(EXIT_RUN_FAILED)
 
@@ -290,7 +313,7 @@ def runs(ctx: click.Context, state: str | None, since: str | None, until: str | 
         return
     _print_lines(render.runs_table(document))
     if document.get("next_cursor"):
-        click.echo(f"more: the same command with --cursor {document['next_cursor']}")
+        _echo(f"more: the same command with --cursor {document['next_cursor']}")
 
 
 @cli.command()
@@ -354,7 +377,7 @@ def logs(ctx: click.Context, run_id: str, step: int | None, tail: int | None, fo
         if as_json or tail:
             raise click.UsageError("--follow prints text as it comes: not with --json or --tail", ctx)
         try:
-            follow_logs(api, run_id, step, lambda text: click.echo(text, nl=False))
+            follow_logs(api, run_id, step, lambda text: _echo(text, nl=False))
         except KeyboardInterrupt:
             raise CliError("interrupted", EXIT_INTERRUPTED) from None
         return
@@ -362,9 +385,9 @@ def logs(ctx: click.Context, run_id: str, step: int | None, tail: int | None, fo
     if as_json:
         _print_json(document)
     elif not document["steps"]:
-        click.echo(f"run {run_id} has no logs yet: no step has been deployed", err=True)
+        _echo(f"run {run_id} has no logs yet: no step has been deployed", err=True)
     else:
-        click.echo(render.logs_text(document, headers=step is None), nl=False)
+        _echo(render.logs_text(document, headers=step is None), nl=False)
 
 
 @cli.command()
@@ -380,7 +403,7 @@ def cancel(ctx: click.Context, run_id: str, as_json: bool) -> None:
     if as_json:
         _print_json(outcome)
     else:
-        click.echo(f"run {outcome['run_id']} {outcome['state']}; its containers are being removed")
+        _echo(f"run {outcome['run_id']} {outcome['state']}; its containers are being removed")
 
 
 @cli.command()
@@ -459,7 +482,7 @@ def _print_poison_action(outcome: Any, as_json: bool) -> None:
     if as_json:
         _print_json(outcome)
     else:
-        click.echo(render.poison_action_line(outcome))
+        _echo(render.poison_action_line(outcome))
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ documents themselves). Pure functions of the documents, so tests need no server.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,17 @@ TERMINAL_STATES = ("succeeded", "failed", "timed_out", "cancelled")
 STATES = ("queued", "deploying", "running", *TERMINAL_STATES)
 TIMELINE_FIELDS = ("state", "reason", "exit_code", "container_group", "image", "error", "queue", "message_id",
                    "blob")
+
+
+# C0 controls but tab and newline, DEL, C1 controls: a job's text could carry ANSI/OSC sequences (retitle
+# the terminal, rewrite lines, write the clipboard) to whoever reads it.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: each control character but `\\n` and `\\t` shown as `\\xNN`
+    (ESC as `\\x1b`); a CRLF line end is a newline."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text.replace("\r\n", "\n"))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:

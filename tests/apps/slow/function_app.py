@@ -26,3 +26,9 @@ def echo(req: func.HttpRequest) -> func.HttpResponse:
     """No `methods`: the host routes every method here."""
     return func.HttpResponse(f"{req.method} {dict(req.params)} {req.get_body().decode()}",
                              headers={"X-Seen-Headers": ",".join(sorted(req.headers.keys()))})
+
+
+@app.route(route="files/{*path}", methods=["GET"])
+def files(req: func.HttpRequest) -> func.HttpResponse:
+    """A catch-all route: the decoded rest of the path, whatever characters it holds."""
+    return func.HttpResponse(repr(req.route_params.get("path")))
