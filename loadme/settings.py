@@ -475,3 +475,13 @@ def markdown_table() -> str:
 
 if __name__ == "__main__":
     sys.stdout.write(markdown_table() + "\n")
+
+
+def worker_threads() -> int:
+    """The Python worker's thread pool size (the worker's own setting, not one of this table's):
+    PYTHON_THREADPOOL_THREAD_COUNT, else ThreadPoolExecutor's
+    default min(32, cpus + 4) (azure_functions_runtime utils/threadpool.py start_threadpool_executor)."""
+    configured = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "")
+    if configured.isdigit() and int(configured) >= 1:
+        return int(configured)
+    return min(32, (os.cpu_count() or 1) + 4)

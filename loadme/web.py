@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadme.errors import RequestError, SettingsError
+from loadme.settings import worker_threads
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +82,6 @@ def answer(handle: Callable[[], Answer | tuple[int, Any]], what: str) -> Answer:
         logger.exception("%s failed", what)
         return json_answer(500, error_text("internal error; see the app's log"))
     return outcome if isinstance(outcome, Answer) else json_answer(*outcome)
-
-
-def worker_threads() -> int:
-    """The Python worker's thread pool size: PYTHON_THREADPOOL_THREAD_COUNT, else ThreadPoolExecutor's
-    default min(32, cpus + 4) (azure_functions_runtime utils/threadpool.py start_threadpool_executor)."""
-    configured = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "")
-    if configured.isdigit() and int(configured) >= 1:
-        return int(configured)
-    return min(32, (os.cpu_count() or 1) + 4)
 
 
 # Every HTTP invocation and every queue and timer trigger runs on that one pool; a slow read over many

@@ -20,7 +20,7 @@ from devhost.azurite import Azurite
 from loadme import web
 from loadme.context import Context, set_context
 from loadme.errors import RequestError, SettingsError
-from loadme.settings import Settings
+from loadme.settings import Settings, worker_threads
 from tests.support import app_settings, http_request, post_json, user_function
 
 HEADERS = {"X-Content-Type-Options": "nosniff", "Strict-Transport-Security": "max-age=31536000; includeSubDomains"}
@@ -140,7 +140,7 @@ def test_slow_reads_past_their_share_of_the_worker_pool_are_429_and_cheap_reques
 
 def test_the_worker_pool_size_is_the_workers_own(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHON_THREADPOOL_THREAD_COUNT", "9")
-    assert web.worker_threads() == 9
+    assert worker_threads() == 9
     monkeypatch.setenv("PYTHON_THREADPOOL_THREAD_COUNT", "0")
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert web.worker_threads() == 6  # ThreadPoolExecutor's default on two cores
+    assert worker_threads() == 6  # ThreadPoolExecutor's default on two cores
