@@ -58,6 +58,38 @@ cd "$repo"
 for tool in az zip openssl python3 curl timeout; do
   command -v "$tool" >/dev/null 2>&1 || { echo "deploy: '$tool' is not installed" >&2; exit 1; }
 done
+
+# secretImages binds a secret variable to images (SECRET_VARIABLES' bound form). ARM passes whatever it is given
+# and would silently ignore a key it cannot match, leaving that secret unbound: checked before anything is created.
+# Keys must match exactly: ARM's contains() on an object ignores case, the app's variable names do not.
+secret_images_problems="$(python3 - "$params_file" <<'PY'
+import json, sys
+try:
+    parameters = json.load(open(sys.argv[1]))["parameters"]
+    variables = parameters.get("secretVariables", {}).get("value", {})
+    images = parameters.get("secretImages", {}).get("value", {})
+except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    print(f"cannot read the parameters of {sys.argv[1]}: {exc!r}")
+    sys.exit()
+variables = variables if isinstance(variables, dict) else {}
+if not isinstance(images, dict):
+    print("secretImages must be an object: secret variable -> array of images")
+    sys.exit()
+for name, entries in images.items():
+    if name not in variables:
+        near = [v for v in variables if v.lower() == name.lower()]
+        hint = f" (names are case-sensitive: did you mean {near[0]}?)" if near else ""
+        print(f"secretImages: {name} is not a key of secretVariables{hint}")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, str) and e.strip() for e in entries):
+        print(f"secretImages: {name} must be a non-empty array of image strings (entries as in allowedImages)")
+PY
+)"
+if [ -n "$secret_images_problems" ]; then
+  while IFS= read -r problem; do echo "deploy: $problem" >&2; done <<<"$secret_images_problems"
+  echo "deploy: fix secretImages in $params_file (infra/README.md, 'Secret variables'); nothing was deployed" >&2
+  exit 2
+fi
+
 if ! subscription="$(az account show --query id -o tsv 2>/dev/null)"; then
   echo "deploy: not logged in to Azure: run 'az login' (and 'az account set -s <subscription>')" >&2
   exit 1

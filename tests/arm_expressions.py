@@ -1,5 +1,7 @@
 """A small evaluator of ARM template expressions, to fill templates in tests: string literals, numbers,
-function calls, `.property` and `[index]` access, `if` evaluated lazily and `lambda` for `toObject`.
+function calls, `.property` and `[index]` access, `if` evaluated lazily (as ARM: "When the condition is True, only
+the true value is evaluated", MicrosoftDocs/azure-docs articles/azure-resource-manager/templates/
+template-functions-logical.md, "if") and `lambda` for `toObject`.
 
 `evaluate()` covers what `templates/` uses; `Evaluator` adds the functions `infra/main.json` uses, with
 `reference()` and `list()` answered by the test (there is no Azure here).
@@ -102,6 +104,15 @@ def _union(*values: Any) -> Any:
     return merged_list
 
 
+def _contains(container: Any, item: Any) -> bool:
+    """ARM `contains`: a value of an array, a substring of a string (both case-sensitive), or a key of an object,
+    compared case-insensitively (MicrosoftDocs/azure-docs
+    articles/azure-resource-manager/templates/template-functions-object.md, "contains")."""
+    if isinstance(container, dict):
+        return isinstance(item, str) and item.lower() in {key.lower() for key in container}
+    return item in container
+
+
 def _resource_id(prefix: str, type_: str, *names: str) -> str:
     namespace, *types = type_.split("/")
     assert len(types) == len(names), (type_, names)
@@ -135,6 +146,7 @@ class Evaluator:
             "and": lambda *a: all(a),
             "or": lambda *a: any(a),
             "empty": lambda v: not v,
+            "contains": _contains,
             "true": lambda: True,
             "false": lambda: False,
             "createarray": lambda *items: list(items),

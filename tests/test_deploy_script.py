@@ -158,6 +158,46 @@ def test_a_secret_variable_missing_from_the_vault_stops_before_code_is_deployed(
     assert not _calls(run, "functionapp", "deployment")
 
 
+def _operator_file(tmp_path: Path, **values: Any) -> Path:
+    params = json.loads((REPO / "infra" / "main.parameters.json").read_text())
+    for name, value in values.items():
+        params["parameters"][name] = {"value": value}
+    operator_file = tmp_path / "operator.parameters.json"
+    operator_file.write_text(json.dumps(params))
+    return operator_file
+
+
+def test_secret_images_bind_the_variables_they_name_in_the_deployed_settings(azure: FakeAzure, tmp_path: Path) -> None:
+    azure.update(secrets={"api-token": "token-value", "db-password": "password-value"})
+    images = ["myacr.azurecr.io/jobs/etl", "myacr.azurecr.io/jobs/"]
+    run = azure.deploy("-f", str(_operator_file(
+        tmp_path, secretVariables={"___ApiToken": "api-token", "___DbPassword": "db-password"},
+        secretImages={"___DbPassword": images})))
+    assert run.code == 0, run.output
+    (deployment,) = _calls(run, "deployment", "sub", "create")
+    assert deployment["parameters"]["secretImages"] == {"___DbPassword": images}
+    assert json.loads(azure.state["settings"]["SECRET_VARIABLES"]) == {
+        "___ApiToken": "SECRET_API_TOKEN", "___DbPassword": {"setting": "SECRET_DB_PASSWORD", "images": images}}
+
+
+@pytest.mark.parametrize(("secret_images", "message"), [
+    ({"___DbPasword": ["myacr.azurecr.io/jobs/"]}, "___DbPasword is not a key of secretVariables"),
+    ({"___dbpassword": ["myacr.azurecr.io/jobs/"]}, "case-sensitive: did you mean ___DbPassword?"),
+    ({"___DbPassword": []}, "___DbPassword must be a non-empty array of image strings"),
+    ({"___DbPassword": "myacr.azurecr.io/jobs/"}, "___DbPassword must be a non-empty array of image strings"),
+    ({"___DbPassword": ["myacr.azurecr.io/jobs/", " "]}, "___DbPassword must be a non-empty array of image strings"),
+    ({"___DbPassword": ["myacr.azurecr.io/jobs/", 7]}, "___DbPassword must be a non-empty array of image strings"),
+    (["___DbPassword"], "secretImages must be an object"),
+])
+def test_secret_images_that_do_not_bind_a_secret_variable_are_refused_before_anything_is_created(
+        azure: FakeAzure, tmp_path: Path, secret_images: Any, message: str) -> None:
+    run = azure.deploy("-f", str(_operator_file(tmp_path, secretVariables={"___DbPassword": "db-password"},
+                                                secretImages=secret_images)))
+    assert run.code == 2, run.output
+    assert message in run.output and "nothing was deployed" in run.output
+    assert run.calls == []  # refused before the first az call: not even the login is looked at
+
+
 def test_an_app_on_the_old_consumption_plan_is_not_touched(azure: FakeAzure) -> None:
     azure.update(app="loadme-func-old", plan_tier="Dynamic", settings={"FUNCTIONS_WORKER_RUNTIME": "python"})
     run = azure.deploy()

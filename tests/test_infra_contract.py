@@ -138,6 +138,32 @@ def test_secret_variables_become_key_vault_references_the_code_resolves() -> Non
     assert set(settings.secret_variables) == {"___ApiToken", "___DbPassword"}
 
 
+def test_secret_images_bind_the_variables_they_list_and_leave_the_others_unbound() -> None:
+    registry = app_settings()["REGISTRY_SERVER"]
+    bound = ["myacr.azurecr.io/jobs/etl", f"{registry}/nightly/"]
+    env = app_settings({"secretVariables": {"___ApiToken": "api-token", "___DbPassword": "db-password"},
+                        "secretImages": {"___DbPassword": bound},
+                        "allowedImages": [f"{registry}/", "myacr.azurecr.io/jobs/"]})
+    assert json.loads(env["SECRET_VARIABLES"]) == {
+        "___ApiToken": "SECRET_API_TOKEN",
+        "___DbPassword": {"setting": "SECRET_DB_PASSWORD", "images": bound}}
+    assert env["SECRET_DB_PASSWORD"] == _vault_reference("db-password")  # bound or not, the same reference
+    secrets = Settings.from_mapping(as_the_app_sees_them(env)).secret_variables
+    assert secrets["___DbPassword"] == "resolved-secret-db-password-0123456789abcdefghij"
+    assert secrets.images("___ApiToken") is None
+    for image in ("myacr.azurecr.io/jobs/etl:2", f"{registry}/nightly/report:1"):
+        assert secrets.refusal("___DbPassword", image) == "", image
+        assert secrets.refusal("___ApiToken", image) == "", image
+    for image in ("myacr.azurecr.io/jobs/etl-copy:2", "myacr.azurecr.io/jobs/other:1", f"{registry}/loadme-runner:1"):
+        assert "may not go to image" in secrets.refusal("___DbPassword", image), image
+        assert secrets.refusal("___ApiToken", image) == "", image
+    # an image the allow-list never admits: the app refuses to start rather than keep a secret nowhere
+    outside = app_settings({"secretVariables": {"___DbPassword": "db-password"},
+                            "secretImages": {"___DbPassword": ["myacr.azurecr.io/jobs/etl"]}})
+    with pytest.raises(SettingsError, match=r"SECRET_VARIABLES: ___DbPassword: image\(s\) .* are outside"):
+        Settings.from_mapping(as_the_app_sees_them(outside))
+
+
 def test_no_app_setting_output_or_parameter_holds_a_key_or_a_secret() -> None:
     env = app_settings({"secretVariables": {"___ApiToken": "api-token"}})
     key_like = re.compile(r"AccountKey=|SharedAccessSignature|[?&]sig=|-----BEGIN|password", re.IGNORECASE)
