@@ -44,15 +44,6 @@ def container_group_name(run_id: str, step: int) -> str:
     return Slot(run_id, step).group_name
 
 
-def parse_container_group(name: str) -> tuple[str, int] | None:
-    """The run id and step a container group name was built from, or None if it is not one of ours
-    (loadme.slot.Slot.from_group_name)."""
-    from loadme.slot import Slot
-
-    slot = Slot.from_group_name(name)
-    return None if slot is None else (slot.run_id, slot.step)
-
-
 def deployment_name(group_name: str) -> str:
     """The ARM deployment name for a container group (deterministic, so a redelivery reuses it;
     loadme.slot.Slot.deployment_name for a slot's group)."""
