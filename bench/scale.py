@@ -50,6 +50,7 @@ from loadme.names import INITJOB_QUEUE, REMOVEINFRA_QUEUE, STAGE2_QUEUE
 from loadme.results import accept_result
 from loadme.runs import start_run
 from loadme.settings import Settings
+from loadme.slot import Slot
 from loadme.tokens import result_token
 from tests.fake_arm import RG, SUB, FakeCredential
 
@@ -252,7 +253,7 @@ class ScaleSimulation:
     def _container_ended(self, group: str, step: StepMessage) -> None:
         self.aci.finish(group, 0)
         result = ResultMessage(
-            step.run_id, step.step, token=result_token(self.settings.result_key, step.run_id, step.step),
+            step.run_id, step.step, token=result_token(self.settings.result_key, Slot.of(step)),
             exit_code=0, variables={**step.variables, "___Message": "done"}, log_tail="done",
             finished_at=self.clock.now.isoformat(), log_uploaded=True)
         self._send(STAGE2_QUEUE, result.to_json(), 0.0)

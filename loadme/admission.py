@@ -114,11 +114,6 @@ class AdmissionStore(Protocol):
     def waiting(self) -> list[str]: ...
 
 
-def order_key(created_at: datetime, run_id: str, step: int) -> str:
-    """Submission order: the run's creation time, then the run, then the step."""
-    return f"{int(created_at.timestamp() * 1000):013d}-{run_id}-{step:03d}"
-
-
 class Admission:
     """Decides, for every instance alike, which step may create a container group now."""
 

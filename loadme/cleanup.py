@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from loadme.context import Context
 from loadme.envelope import RemovalMessage
 from loadme.journal import EventType
-from loadme.names import container_group_name, log_blob_name
+from loadme.slot import Slot
 from loadme.variables import redact
 
 if TYPE_CHECKING:
@@ -89,15 +89,15 @@ def remove_step(ctx: Context, msg: RemovalMessage) -> bool:
     Raises on storage or platform errors so the host retries (every part is idempotent).
     """
     log = {"run_id": msg.run_id, "step": msg.step}
-    journal = ctx.journal
+    journal, slot = ctx.journal, Slot.of(msg)
     if journal.get(msg.run_id, msg.step, EventType.REMOVED) is not None:
-        ctx.admission.release(container_group_name(msg.run_id, msg.step))  # in case a crash came in between
+        ctx.admission.release(slot.group_name)  # in case a crash came in between
         logger.info("step already removed", extra=log)
         return False
     executor = ctx.executor
-    group = container_group_name(msg.run_id, msg.step)
+    group = slot.group_name
     if journal.get(msg.run_id, msg.step, EventType.LOGS_ARCHIVED) is None:
-        blob = log_blob_name(msg.run_id, msg.step)
+        blob = slot.blob_name
         result = journal.get(msg.run_id, msg.step, EventType.RESULT)
         if result is not None and result.details.get("log_uploaded"):
             journal.record(msg.run_id, msg.step, EventType.LOGS_ARCHIVED, blob=blob, source="runner")

@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import timedelta
 
 from loadme import contract
-from loadme.admission import order_key
 from loadme.container_env import RunnerControls, container_environment
 from loadme.context import Context
 from loadme.envelope import RemovalMessage, StepMessage, StepPlan, parse_time
@@ -15,9 +14,10 @@ from loadme.errors import DeployRejected, QuotaExceeded, UntrustedMessage
 from loadme.executors import ContainerSpec
 from loadme.executors.arm_errors import scrub
 from loadme.journal import Event, EventType, RunState
-from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, container_group_name, log_blob_name
+from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE
 from loadme.run_index import ActiveStep
 from loadme.secret_binding import SecretVariables
+from loadme.slot import Slot
 from loadme.tokens import result_token
 from loadme.trust import check_step_message
 
@@ -33,7 +33,8 @@ SAS_GRACE = timedelta(minutes=15)
 def build_container_spec(ctx: Context, msg: StepMessage) -> ContainerSpec:
     """The container group for a step: its variables, secrets and the runner's controls."""
     settings = ctx.settings
-    blob = log_blob_name(msg.run_id, msg.step)
+    slot = Slot.of(msg)
+    blob = slot.blob_name
     start = ctx.clock() - timedelta(minutes=5)  # clock skew between us and the storage service
     expiry = parse_time(msg.deadline) + SAS_GRACE
     # The log is written with a SAS for its one blob in both modes (a user delegation SAS in Azure),
@@ -44,7 +45,7 @@ def build_container_spec(ctx: Context, msg: StepMessage) -> ContainerSpec:
         prefix=settings.variable_prefix,
         result_url=ctx.storage.queue_messages_url(STAGE2_QUEUE),
         result_auth=settings.result_auth,
-        token=result_token(settings.result_key, msg.run_id, msg.step),
+        token=result_token(settings.result_key, slot),
         log_url=ctx.storage.log_blob_url(blob),
         sas=sas,
         log_sas=log_sas,
@@ -52,9 +53,7 @@ def build_container_spec(ctx: Context, msg: StepMessage) -> ContainerSpec:
     )
     plan = msg.plan
     return ContainerSpec(
-        name=container_group_name(msg.run_id, msg.step),
-        run_id=msg.run_id,
-        step=msg.step,
+        slot=slot,
         deadline=msg.deadline,
         image=plan.image,
         command=plan.command,
@@ -158,7 +157,7 @@ def _image_still_allowed(ctx: Context, plan: StepPlan) -> None:
 
 def admission_order(msg: StepMessage) -> str:
     """Where the step stands in the line for capacity: its run's submission time, run, step."""
-    return order_key(parse_time(msg.created_at), msg.run_id, msg.step)
+    return Slot.of(msg).order_key(parse_time(msg.created_at))
 
 
 def deploy_step(ctx: Context, msg: StepMessage) -> list[RemovalMessage]:

@@ -33,8 +33,9 @@ from loadme.envelope import RemovalMessage, parse_time
 from loadme.executors import OwnedGroup
 from loadme.executors.arm_errors import scrub
 from loadme.journal import Event, EventType, Journal, RunState
-from loadme.names import parse_container_group, poison_queue
+from loadme.names import poison_queue
 from loadme.poison import KINDS, MAX_PEEK, PoisonStats, decode_poisoned, poison_stats, poisoned_reason
+from loadme.slot import Slot
 from loadme.trust import untrusted_reason
 
 logger = logging.getLogger(__name__)
@@ -187,10 +188,10 @@ def _reconcile_admission(ctx: Context, now: datetime, owned: set[str]) -> None:
     journal, admission = ctx.journal, ctx.admission
     grace = timedelta(seconds=ctx.settings.result_grace_seconds)
     for group in admission.grants():
-        parsed = parse_container_group(group)
-        if parsed is None or group in owned:
+        slot = Slot.from_group_name(group)
+        if slot is None or group in owned:
             continue
-        run_id, step = parsed
+        run_id, step = slot.run_id, slot.step
         terminal = journal.terminal(run_id)
         ended_long_ago = terminal is not None and now - parse_time(terminal.at) > grace
         if ended_long_ago or journal.get(run_id, step, EventType.REMOVED) is not None:
@@ -198,8 +199,13 @@ def _reconcile_admission(ctx: Context, now: datetime, owned: set[str]) -> None:
             logger.warning("janitor: released the capacity step %d still held", step,
                            extra={"run_id": run_id, "step": step})
     for order in admission.waiting():
-        _, run_id, step_text = order.rsplit("-", 2)
-        step, requested = int(step_text), journal.requested(run_id)
+        waiting = Slot.from_order_key(order)
+        if waiting is None:  # no slot's: nothing admits it, and it would stand in everyone's way
+            logger.error("janitor: took %r out of the waiting line: not a step's place in it", order[:80])
+            admission.forget(order)
+            continue
+        run_id, step = waiting.run_id, waiting.step
+        requested = journal.requested(run_id)
         if requested is None or journal.terminal(run_id) is not None:
             admission.forget(order)
         elif now > _waiting_deadline(journal, requested, step):

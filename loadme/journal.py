@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from loadme import telemetry
 from loadme.run_index import RunIndex
+from loadme.slot import Slot
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -72,9 +73,13 @@ _ORDER: dict[str, int] = {e.value: i for i, e in enumerate(EventType)}
 _RUN_STEP = 0  # events of the run as a whole (requested, terminal) are recorded on step 0
 
 
-def row_key(step: int, event: EventType, qualifier: str = "") -> str:
-    """The deterministic RowKey of an event (`qualifier` tells apart notes of one kind, e.g. per queue)."""
-    return f"{step:03d}-{event.value}" + (f"-{qualifier}" if qualifier else "")
+def row_key(run_id: str, step: int, event: EventType, qualifier: str = "") -> str:
+    """The deterministic RowKey of an event (`qualifier` tells apart notes of one kind, e.g. per queue):
+    the step's slot's (Slot.row_key), or `000-<event>` for the run's own. Raises ValueError for a
+    step out of range."""
+    if step == _RUN_STEP:
+        return f"{_RUN_STEP:03d}-{event.value}" + (f"-{qualifier}" if qualifier else "")
+    return Slot(run_id, step).row_key(event.value, qualifier)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ class Journal:
         from azure.core.exceptions import ResourceExistsError
 
         entity: dict[str, Any] = {
-            "PartitionKey": run_id, "RowKey": row_key(step, event),
+            "PartitionKey": run_id, "RowKey": row_key(run_id, step, event),
             "event": event.value, "step": step, "at": self._clock().isoformat(),
         }
         for key, value in details.items():
@@ -133,7 +138,7 @@ class Journal:
         """Write a note (not a state change): the latest one of its kind replaces the earlier."""
         from azure.data.tables import UpdateMode
 
-        entity: dict[str, Any] = {"PartitionKey": run_id, "RowKey": row_key(step, event, qualifier),
+        entity: dict[str, Any] = {"PartitionKey": run_id, "RowKey": row_key(run_id, step, event, qualifier),
                                   "event": event.value, "step": step, "at": self._clock().isoformat()}
         entity.update({k: v for k, v in details.items() if v is not None})
         self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
@@ -145,7 +150,7 @@ class Journal:
 
         for event in (EventType.STARTED, EventType.DEPLOYING):
             try:
-                self._table.delete_entity(run_id, row_key(step, event))
+                self._table.delete_entity(run_id, row_key(run_id, step, event))
             except ResourceNotFoundError:
                 continue
 
@@ -162,7 +167,7 @@ class Journal:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            entity = self._table.get_entity(run_id, row_key(step, event, qualifier))
+            entity = self._table.get_entity(run_id, row_key(run_id, step, event, qualifier))
         except ResourceNotFoundError:
             return None
         return _event(entity)
@@ -226,7 +231,7 @@ class Journal:
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
         try:
-            entity = self._table.get_entity(run_id, row_key(_RUN_STEP, EventType.TERMINAL))
+            entity = self._table.get_entity(run_id, row_key(run_id, _RUN_STEP, EventType.TERMINAL))
         except ResourceNotFoundError:
             return False
         if entity.get("reason") != reason:

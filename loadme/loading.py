@@ -49,6 +49,7 @@ MODULES = (
     "loadme.results",
     "loadme.runs",
     "loadme.settings",
+    "loadme.slot",
     "loadme.static",
     "loadme.storage",
     "loadme.variables",

@@ -15,7 +15,6 @@ OWNER_TAG_VALUE = "loadme"
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 MAX_STEP = 999  # the most steps a container group name can number (and a run can have)
 GROUP_NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-)){0,61}[a-z0-9]$")
-_GROUP_PREFIX = "loadme-"
 
 
 def new_run_id() -> str:
@@ -36,32 +35,21 @@ def is_run_id(value: str) -> bool:
 
 
 def container_group_name(run_id: str, step: int) -> str:
-    """The ACI container group name of a run's step: lowercase, 1-63 chars, `[a-z0-9-]`, no `--`.
+    """The ACI container group name of a run's step (loadme.slot.Slot.group_name, first attempt).
 
     Raises ValueError for a run id or step that cannot make a valid name.
     """
-    if not is_run_id(run_id):
-        raise ValueError(f"not a run id: {run_id!r}")
-    if not 1 <= step <= MAX_STEP:
-        raise ValueError(f"step out of range: {step}")
-    name = f"{_GROUP_PREFIX}{run_id}-{step}"
-    assert GROUP_NAME_PATTERN.match(name), name
-    return name
+    from loadme.slot import Slot  # here: loadme.slot imports this module
 
-
-def parse_container_group(name: str) -> tuple[str, int] | None:
-    """The run id and step a container group name was built from, or None if it is not one of ours."""
-    if not name.startswith(_GROUP_PREFIX):
-        return None
-    run_id, _, step = name[len(_GROUP_PREFIX):].rpartition("-")
-    if not is_run_id(run_id) or not step.isdigit():
-        return None
-    return run_id, int(step)
+    return Slot(run_id, step).group_name
 
 
 def deployment_name(group_name: str) -> str:
-    """The ARM deployment name for a container group (deterministic, so a redelivery reuses it)."""
-    return f"{group_name}-deploy"
+    """The ARM deployment name for a container group (deterministic, so a redelivery reuses it;
+    loadme.slot.Slot.deployment_name for a slot's group)."""
+    from loadme.slot import DEPLOYMENT_SUFFIX
+
+    return group_name + DEPLOYMENT_SUFFIX
 
 
 def poison_queue(queue: str) -> str:
@@ -70,5 +58,7 @@ def poison_queue(queue: str) -> str:
 
 
 def log_blob_name(run_id: str, step: int) -> str:
-    """Where a step's container log is archived in the logs container."""
-    return f"{run_id}/step-{step:03d}.log"
+    """Where a step's container log is archived in the logs container (loadme.slot.Slot.blob_name)."""
+    from loadme.slot import Slot
+
+    return Slot(run_id, step).blob_name

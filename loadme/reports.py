@@ -15,8 +15,8 @@ from typing import Any
 from loadme.context import Context
 from loadme.errors import RequestError
 from loadme.journal import TERMINAL_STATES, EventType, RunState
-from loadme.names import container_group_name
 from loadme.run_index import CursorError
+from loadme.slot import Slot
 from loadme.variables import redact
 
 DEFAULT_LIMIT = 50
@@ -215,7 +215,7 @@ def run_logs(ctx: Context, run_id: str, params: Mapping[str, str]) -> dict[str, 
             # The whole live log: the platform bounds it (ACI returns at most its last 4 MB without `tail`,
             # https://learn.microsoft.com/javascript/api/@azure/arm-containerinstance/containerslistlogsoptionalparams)
             # and byte offsets need all of it.
-            data = redact(ctx.executor.logs(container_group_name(run_id, step)),
+            data = redact(ctx.executor.logs(Slot(run_id, step).group_name),
                           ctx.settings.secret_values).encode()
             window = _window(len(data), start, share, tail, _reader(data))
         else:

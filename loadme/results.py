@@ -17,6 +17,7 @@ from loadme.envelope import RemovalMessage, ResultMessage, StepMessage, StepPlan
 from loadme.errors import SecretInOutput, VariableError
 from loadme.journal import Event, EventType, RunState
 from loadme.runs import reserved_variables
+from loadme.slot import Slot
 from loadme.tokens import verify_result_token
 from loadme.variables import redact
 
@@ -34,7 +35,7 @@ class FollowUps:
 def accept_result(ctx: Context, msg: ResultMessage) -> FollowUps:
     """Verify, journal and route a result. Rejections are logged with the reason, never raised."""
     log = {"run_id": msg.run_id, "step": msg.step}
-    if not verify_result_token(ctx.settings.result_key, msg.run_id, msg.step, msg.token):
+    if not verify_result_token(ctx.settings.result_key, Slot.of(msg), msg.token):
         logger.warning("result rejected: wrong result token", extra=log)
         return FollowUps()
     journal = ctx.journal
@@ -106,7 +107,7 @@ def _follow_ups(ctx: Context, deployed: Event, accepted: Event) -> FollowUps:
             run_id=run_id, step=nxt, attempt=1, created_at=d["created_at"], deadline=d["deadline"],
             trigger=d["trigger"], steps=steps,
             variables={**variables, **reserved_variables(
-                ctx, run_id, nxt, steps[nxt - 1], d["created_at"], d["deadline"], d["trigger"])},
+                ctx, Slot(run_id, nxt), steps[nxt - 1], d["created_at"], d["deadline"], d["trigger"])},
         ))
     else:
         reason = accepted.details.get("reason") or ("" if exit_code == 0 else f"step {step} exited {exit_code}")

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from loadme.slot import Slot
+
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
 
@@ -301,7 +303,7 @@ class RunIndex:
         """A step is about to be deployed: the janitor watches it from now on."""
         from azure.data.tables import UpdateMode
 
-        self._table.upsert_entity({"PartitionKey": ACTIVE, "RowKey": f"{run_id}-{step:03d}", "run_id": run_id,
+        self._table.upsert_entity({"PartitionKey": ACTIVE, "RowKey": Slot(run_id, step).active_key, "run_id": run_id,
                                    "step": step, "deadline": deadline, "container_group": container_group},
                                   mode=UpdateMode.REPLACE)
 
@@ -311,7 +313,7 @@ class RunIndex:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-        key = f"{run_id}-{step:03d}"
+        key = Slot(run_id, step).active_key
         try:
             if deadline is None:
                 self._table.delete_entity(ACTIVE, key)

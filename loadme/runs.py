@@ -19,7 +19,8 @@ from loadme.context import Context
 from loadme.envelope import StepMessage, StepPlan
 from loadme.errors import RequestError
 from loadme.journal import derive_run
-from loadme.names import container_group_name, new_run_id
+from loadme.names import new_run_id
+from loadme.slot import Slot
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +34,12 @@ class Started:
 
 
 def reserved_variables(
-    ctx: Context, run_id: str, step: int, plan: StepPlan, created_at: str, deadline: str, trigger: str
+    ctx: Context, slot: Slot, plan: StepPlan, created_at: str, deadline: str, trigger: str
 ) -> dict[str, str]:
-    """The variables only the orchestrator sets, for one step of a run."""
+    """The variables only the orchestrator sets, for one slot of a run (its own: Slot.reserved)."""
     name = ctx.variables.name
     return {
-        name(contract.RUN_ID): run_id,
-        name(contract.STEP): str(step),
-        name(contract.CONTAINER_GROUP): container_group_name(run_id, step),
+        **{name(suffix): value for suffix, value in slot.reserved().items()},
         name(contract.IMAGE): plan.image,
         name(contract.CREATED_AT): created_at,
         name(contract.DEADLINE): deadline,
@@ -72,7 +71,7 @@ def start_run(ctx: Context, request: StartRequest, trigger: str, run_id: str | N
     variables = {
         **ctx.settings.default_variables,
         **request.variables,
-        **reserved_variables(ctx, run_id, 1, request.steps[0], created_at, deadline, trigger),
+        **reserved_variables(ctx, Slot(run_id, 1), request.steps[0], created_at, deadline, trigger),
     }
     ctx.variables.check_size(variables)
     message = StepMessage(

@@ -22,6 +22,7 @@ from loadme.envelope import Message, ResultMessage, StepMessage, StepPlan, parse
 from loadme.errors import EnvelopeError, UntrustedMessage
 from loadme.journal import EventType
 from loadme.runs import reserved_variables
+from loadme.slot import Slot
 from loadme.tokens import verify_result_token
 
 # Instances' clocks differ a little; a step's deadline may lie this much further out than the
@@ -31,7 +32,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 def result_verifies(ctx: Context, msg: ResultMessage) -> bool:
     """True when the result carries its run and step's token (no I/O)."""
-    return verify_result_token(ctx.settings.result_key, msg.run_id, msg.step, msg.token)
+    return verify_result_token(ctx.settings.result_key, Slot.of(msg), msg.token)
 
 
 def check_step_message(ctx: Context, msg: StepMessage) -> None:
@@ -83,7 +84,7 @@ def _after_previous_step(ctx: Context, msg: StepMessage, plan: tuple[StepPlan, .
     if deployed is None or accepted is None or int(accepted.details["exit_code"]) != 0 or msg.step > len(plan):
         raise UntrustedMessage(f"step {previous} has no accepted successful result")
     d = deployed.details
-    reserved = reserved_variables(ctx, msg.run_id, msg.step, plan[msg.step - 1], str(d["created_at"]),
+    reserved = reserved_variables(ctx, Slot.of(msg), plan[msg.step - 1], str(d["created_at"]),
                                   str(d["deadline"]), str(d["trigger"]))
     return {**accepted.details["variables"], **reserved}, str(d["deadline"])
 

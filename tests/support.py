@@ -33,8 +33,9 @@ from loadme.container_env import RunnerControls, container_environment
 from loadme.context import Context
 from loadme.envelope import ResultMessage, StepMessage, StepPlan, decode
 from loadme.executors.base import ContainerSpec
-from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, TRIGGER_QUEUES, container_group_name, new_run_id, poison_queue
+from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, TRIGGER_QUEUES, new_run_id, poison_queue
 from loadme.settings import AciSettings, Settings
+from loadme.slot import Slot
 from loadme.tokens import result_token
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -205,8 +206,7 @@ def result_message(step: StepMessage, exit_code: int = 0, variables: dict[str, s
                    log_tail: str = "done", log_uploaded: bool = True, token: str | None = None) -> ResultMessage:
     """The result the container's runner would post for `step` (its token computed as the app does)."""
     return ResultMessage(
-        step.run_id, step.step, token=token if token is not None else result_token(RESULT_KEY.encode(),
-                                                                                 step.run_id, step.step),
+        step.run_id, step.step, token=token if token is not None else result_token(RESULT_KEY.encode(), Slot.of(step)),
         exit_code=exit_code, variables=variables if variables is not None else dict(step.variables),
         log_tail=log_tail, finished_at=step.created_at, log_uploaded=log_uploaded)
 
@@ -313,7 +313,7 @@ def sample_container_spec(image: str = "loadmeacr.azurecr.io/loadme-runner:1") -
                                 RunnerControls("___", "https://acct.queue.core.windows.net/stage2/messages", "sas",
                                                "token-value", "https://acct.blob.core.windows.net/logs/r/step-001.log",
                                                "sv=2021&sig=x"))
-    return ContainerSpec(name=container_group_name(run_id, 1), run_id=run_id, step=1,
+    return ContainerSpec(slot=Slot(run_id, 1),
                          deadline="2026-11-25T03:00:00+00:00", image=image, command=("python", "jobs/demo_job.py"),
                          environment=tuple(env))
 

@@ -16,6 +16,7 @@ from loadme.executors import DeploymentFailure
 from loadme.executors.aci import SDK_RETRIES, AciExecutor
 from loadme.executors.aci_parameters import group_body, template_parameters
 from loadme.names import OWNER_TAG, deployment_name
+from loadme.slot import Slot
 from tests.fake_arm import (
     ACI_API,
     ARM,
@@ -216,6 +217,16 @@ def test_list_owned_reads_the_tags() -> None:
                                    {"value": [group_json("mine", tags=tags), group_json("theirs", tags={})]})])
     [owned] = executor.list_owned()
     assert (owned.name, owned.run_id, owned.step, owned.deadline) == ("mine", "a" * 32, 2, tags["loadme-deadline"])
+
+
+def test_list_owned_reads_the_slot_from_the_tags_and_skips_tags_no_slot_makes() -> None:
+    base = {OWNER_TAG: "loadme", "loadme-run-id": "a" * 32, "loadme-deadline": "2026-11-25T03:00:00+00:00"}
+    groups = [group_json("retry", tags={**base, "loadme-step": "2", "loadme-attempt": "3"}),
+              group_json("padded", tags={**base, "loadme-step": "02"}),
+              group_json("first", tags={**base, "loadme-step": "2", "loadme-attempt": "1"})]
+    executor, _ = _executor([Reply("GET", f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+                                          "Microsoft.ContainerInstance/containerGroups", 200, {"value": groups})])
+    assert [(g.name, g.slot) for g in executor.list_owned()] == [("retry", Slot("a" * 32, 2, attempt=3))]
 
 
 def test_the_regions_quota_message_is_a_quota_even_as_a_503() -> None:

@@ -12,7 +12,8 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from devhost.azurite import Azurite
-from loadme.admission import Admission, Capacity, Limits, TableAdmission, order_key
+from loadme.admission import Admission, Capacity, Limits, TableAdmission
+from loadme.slot import Slot
 from tests.support import Clock
 
 LIMITS = Limits(groups=3, cores=4.0, creates_per_5_minutes=5, creates_per_hour=8)
@@ -51,7 +52,7 @@ def test_steps_are_admitted_in_submission_order_as_capacity_frees(tables: Any) -
     clock = Clock(NOW)
     admission = _admission(tables, clock, Limits(groups=2, cores=10, creates_per_5_minutes=100,
                                                  creates_per_hour=100))
-    orders = [order_key(NOW + timedelta(seconds=i), f"{i:032x}", 1) for i in range(5)]
+    orders = [Slot(f"{i:032x}", 1).order_key(NOW + timedelta(seconds=i)) for i in range(5)]
     keys = [f"group-{i}" for i in range(5)]
     # The later steps arrive first: they must not overtake the earlier ones that wait.
     for i in (4, 3, 2):
@@ -79,7 +80,7 @@ def test_concurrent_instances_never_grant_more_than_the_limit(tables: Any) -> No
         admission = _admission(tables, clock)  # each instance has its own clients
         barrier.wait()
         while True:
-            if admission.admit(f"g-{i}", order_key(NOW, f"{i:032x}", 1), 1.0).admitted:
+            if admission.admit(f"g-{i}", Slot(f"{i:032x}", 1).order_key(NOW), 1.0).admitted:
                 return True
             if len(admission.grants()) >= LIMITS.groups:
                 return False
@@ -92,7 +93,7 @@ def test_concurrent_instances_never_grant_more_than_the_limit(tables: Any) -> No
 
 def test_a_step_bigger_than_the_whole_capacity_is_an_error(tables: Any) -> None:
     with pytest.raises(ValueError, match="can never fit"):
-        _admission(tables, Clock(NOW)).admit("g", order_key(NOW, "a" * 32, 1), 5.0)
+        _admission(tables, Clock(NOW)).admit("g", Slot("a" * 32, 1).order_key(NOW), 5.0)
 
 
 def test_reading_the_capacity_writes_nothing(tables: Any) -> None:
@@ -101,5 +102,5 @@ def test_reading_the_capacity_writes_nothing(tables: Any) -> None:
     admission = _admission(tables, Clock(NOW))
     assert admission.grants() == {}
     assert list(tables.list_entities()) == []
-    assert admission.admit("g", order_key(NOW, "a" * 32, 1), 1.0).admitted
+    assert admission.admit("g", Slot("a" * 32, 1).order_key(NOW), 1.0).admitted
     assert [row["RowKey"] for row in tables.list_entities()] == ["capacity"]

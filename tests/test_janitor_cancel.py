@@ -20,9 +20,11 @@ from loadme.cleanup import archive_platform_log
 from loadme.context import Context, set_context
 from loadme.deploy import build_container_spec
 from loadme.envelope import RemovalMessage, StepMessage, StepPlan, decode, parse_time
+from loadme.janitor import sweep
 from loadme.journal import EventType
 from loadme.names import INITJOB_QUEUE, container_group_name, log_blob_name, poison_queue
 from loadme.settings import Settings
+from loadme.slot import Slot
 from tests.support import (
     Clock,
     Out,
@@ -339,3 +341,12 @@ def test_time_waiting_for_capacity_does_not_count_toward_the_deadline(one_group:
     _janitor()
     status = _status(run_id)
     assert (status["state"], status["reason"]) == ("timed_out", "deadline passed while waiting for capacity")
+
+
+def test_janitor_takes_a_line_entry_no_slot_makes_out_of_line(ctx: Context) -> None:
+    """A waiting-line row that is no step's place in it would hold up every step behind it forever."""
+    ours = Slot("e" * 32, 1).order_key(datetime(2026, 1, 1, tzinfo=UTC))
+    ctx.admission.store.enter("junk")
+    ctx.admission.store.enter(ours)
+    sweep(ctx)
+    assert "junk" not in ctx.admission.waiting()

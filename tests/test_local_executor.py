@@ -16,6 +16,7 @@ from loadme.executors.base import ContainerSpec
 from loadme.executors.local import CONTAINER_DIR, RUNNER, LocalExecutor, group_alive
 from loadme.names import container_group_name, new_run_id
 from loadme.runs import reserved_variables
+from loadme.slot import Slot
 from tests.support import OTHER_SECRET_VALUE, PROC_PROBE, SECRET_VALUE, unprivileged, wait_until
 
 
@@ -25,7 +26,7 @@ def _step(ctx: Context, command: tuple[str, ...], secrets: tuple[str, ...] = (),
     created, deadline = "2026-01-01T00:00:00+00:00", "2099-01-01T00:00:00+00:00"
     return StepMessage(
         run_id=run_id, step=1, attempt=1, created_at=created, deadline=deadline, steps=(plan,), trigger="http",
-        variables={**variables, **reserved_variables(ctx, run_id, 1, plan, created, deadline, "http")},
+        variables={**variables, **reserved_variables(ctx, Slot(run_id, 1), plan, created, deadline, "http")},
     )
 
 

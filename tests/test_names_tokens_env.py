@@ -8,6 +8,7 @@ import pytest
 
 from loadme.container_env import RunnerControls, as_process_environment, container_environment
 from loadme.names import container_group_name, is_run_id, new_run_id, run_id_for_idempotency_key
+from loadme.slot import Slot
 from loadme.tokens import result_token, verify_result_token
 
 ACI_NAME = re.compile(r"^(?!-)(?!.*--)[a-z0-9-]{1,63}(?<!-)$")
@@ -33,11 +34,11 @@ def test_idempotency_keys_map_to_stable_run_ids() -> None:
 
 def test_result_token_binds_run_and_step() -> None:
     key = b"k" * 32
-    token = result_token(key, "r" * 32, 1)
-    assert verify_result_token(key, "r" * 32, 1, token)
-    assert not verify_result_token(key, "r" * 32, 2, token)
-    assert not verify_result_token(key, "s" * 32, 1, token)
-    assert not verify_result_token(b"x" * 32, "r" * 32, 1, token)
+    token = result_token(key, Slot("r" * 32, 1))
+    assert verify_result_token(key, Slot("r" * 32, 1), token)
+    assert not verify_result_token(key, Slot("r" * 32, 2), token)
+    assert not verify_result_token(key, Slot("s" * 32, 1), token)
+    assert not verify_result_token(b"x" * 32, Slot("r" * 32, 1), token)
 
 
 def test_container_environment_puts_secrets_in_secure_values_only() -> None:

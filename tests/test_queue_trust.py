@@ -25,6 +25,7 @@ from loadme.names import INITJOB_QUEUE, STAGE2_QUEUE, TRIGGER_QUEUES, new_run_id
 from loadme.poison import poisoned_reason
 from loadme.run_index import ACTIVE
 from loadme.settings import Settings
+from loadme.slot import Slot
 from loadme.tokens import result_token, verify_result_token
 from tests.support import (
     RESULT_KEY,
@@ -119,13 +120,13 @@ def _forged_result(run_id: str, token: str = NON_ASCII_TOKEN, step: int = 1) -> 
 # ---- result tokens ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("token", [NON_ASCII_TOKEN, "\u00e9", "", "0" * 63, "0" * 65, "g" * 64, "\x00" * 64])
 def test_a_token_not_made_by_the_app_is_refused_never_raises(token: str) -> None:
-    assert verify_result_token(RESULT_KEY.encode(), "a" * 32, 1, token) is False
+    assert verify_result_token(RESULT_KEY.encode(), Slot("a" * 32, 1), token) is False
 
 
 def test_the_right_token_in_another_case_is_refused() -> None:
-    token = result_token(RESULT_KEY.encode(), "a" * 32, 1)
-    assert verify_result_token(RESULT_KEY.encode(), "a" * 32, 1, token)
-    assert not verify_result_token(RESULT_KEY.encode(), "a" * 32, 1, token.upper())
+    token = result_token(RESULT_KEY.encode(), Slot("a" * 32, 1))
+    assert verify_result_token(RESULT_KEY.encode(), Slot("a" * 32, 1), token)
+    assert not verify_result_token(RESULT_KEY.encode(), Slot("a" * 32, 1), token.upper())
 
 
 # ---- forged stage2 messages ------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def test_failures_are_noted_only_for_messages_that_speak_for_their_run(ctx: Cont
         with pytest.raises(RuntimeError), failures_noted(queue, message, 1):
             raise RuntimeError("the handler failed")
     assert _rows(ctx) == before
-    genuine = replace(forged, token=result_token(RESULT_KEY.encode(), victim.run_id, 1))
+    genuine = replace(forged, token=result_token(RESULT_KEY.encode(), Slot(victim.run_id, 1)))
     with pytest.raises(RuntimeError), failures_noted(STAGE2_QUEUE, genuine, 2):
         raise RuntimeError("the handler failed")
     failure = ctx.journal.failure(victim.run_id, 1, STAGE2_QUEUE)

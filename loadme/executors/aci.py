@@ -31,8 +31,6 @@ from loadme.errors import DeployRejected, QuotaExceeded, TransientError
 from loadme.executors.aci_parameters import (
     CONTAINER_NAME,
     TAG_DEADLINE,
-    TAG_RUN_ID,
-    TAG_STEP,
     escaped_for_arm,
     group_body,
     template_parameters,
@@ -41,6 +39,7 @@ from loadme.executors.arm_errors import Action, classify, root_causes, scrub
 from loadme.executors.base import ContainerSpec, ContainerStatus, DeploymentFailure, OwnedGroup
 from loadme.loading import ACI_MODULES, load
 from loadme.names import OWNER_TAG, OWNER_TAG_VALUE, deployment_name
+from loadme.slot import Slot
 
 if TYPE_CHECKING:
     from loadme.settings import AciSettings, Settings
@@ -161,10 +160,11 @@ class AciExecutor:
             tags = group.tags or {}
             if tags.get(OWNER_TAG) != OWNER_TAG_VALUE:
                 continue
-            try:
-                owned.append(OwnedGroup(group.name, tags[TAG_RUN_ID], int(tags[TAG_STEP]), tags[TAG_DEADLINE]))
-            except (KeyError, ValueError):
+            slot = Slot.from_tags(tags)
+            if slot is None or TAG_DEADLINE not in tags:
                 logger.warning("group %s has the owner tag but not the run tags; skipped", group.name)
+                continue
+            owned.append(OwnedGroup(group.name, slot, tags[TAG_DEADLINE]))
         return owned
 
     def failed_deployment(self, name: str) -> DeploymentFailure | None:

@@ -13,16 +13,13 @@ from loadme.settings import AciSettings
 
 # The job's command runs under the image's runner, which posts the result.
 RUNNER_ARGV = ("python", "/app/runner.py")
-TAG_RUN_ID = "loadme-run-id"
-TAG_STEP = "loadme-step"
-TAG_DEADLINE = "loadme-deadline"
+TAG_DEADLINE = "loadme-deadline"  # the run, step, item and attempt tags are loadme.slot's
 CONTAINER_NAME = "job"
 
 
 def group_tags(spec: ContainerSpec) -> dict[str, str]:
-    """The tags that mark a group as this app's and tie it to its run, step and deadline."""
-    return {OWNER_TAG: OWNER_TAG_VALUE, TAG_RUN_ID: spec.run_id, TAG_STEP: str(spec.step),
-            TAG_DEADLINE: spec.deadline}
+    """The tags that mark a group as this app's and tie it to its slot (loadme.slot.Slot.tags) and deadline."""
+    return {OWNER_TAG: OWNER_TAG_VALUE, **spec.slot.tags, TAG_DEADLINE: spec.deadline}
 
 
 def template_parameters(

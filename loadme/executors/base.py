@@ -10,18 +10,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from loadme.slot import Slot
+
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """One container group to run: a step of a run."""
+    """One container group to run: a slot (a step of a run), named after it."""
 
-    name: str
-    run_id: str
-    step: int
+    slot: Slot
     deadline: str
     image: str
     command: tuple[str, ...]
     environment: tuple[dict[str, str], ...]
+
+    @property
+    def name(self) -> str:
+        """The container group's name."""
+        return self.slot.group_name
+
+    @property
+    def run_id(self) -> str:
+        return self.slot.run_id
+
+    @property
+    def step(self) -> int:
+        return self.slot.step
 
 
 @dataclass(frozen=True)
@@ -51,9 +64,16 @@ class OwnedGroup:
     """A container group this app created (found by tag, or by the local executor's records)."""
 
     name: str
-    run_id: str
-    step: int
+    slot: Slot
     deadline: str
+
+    @property
+    def run_id(self) -> str:
+        return self.slot.run_id
+
+    @property
+    def step(self) -> int:
+        return self.slot.step
 
 
 class Executor(Protocol):

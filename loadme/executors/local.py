@@ -33,6 +33,7 @@ from loadme import contract
 from loadme.container_env import as_process_environment
 from loadme.errors import TransientError
 from loadme.executors.base import ContainerSpec, ContainerStatus, DeploymentFailure, OwnedGroup
+from loadme.slot import Slot
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,11 @@ class LocalExecutor:
                 record = json.loads((folder / "spec.json").read_text())
             except (FileNotFoundError, ValueError):
                 continue  # a claim still being written, or not ours
-            owned.append(OwnedGroup(record["name"], record["run_id"], record["step"], record["deadline"]))
+            # The folder, its claim and the record are all named after the slot's group: the name says which.
+            slot = Slot.from_group_name(str(record.get("name", "")))
+            if slot is None:
+                continue
+            owned.append(OwnedGroup(record["name"], slot, record["deadline"]))
         return owned
 
     def failed_deployment(self, name: str) -> DeploymentFailure | None:
