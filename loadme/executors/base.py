@@ -13,8 +13,22 @@ from typing import Protocol
 from loadme.slot import Slot
 
 
+class _OfASlot:
+    """Run id and step read off the slot a value carries (one place for both dataclasses below)."""
+
+    slot: Slot
+
+    @property
+    def run_id(self) -> str:
+        return self.slot.run_id
+
+    @property
+    def step(self) -> int:
+        return self.slot.step
+
+
 @dataclass(frozen=True)
-class ContainerSpec:
+class ContainerSpec(_OfASlot):
     """One container group to run: a slot (a step of a run), named after it."""
 
     slot: Slot
@@ -27,14 +41,6 @@ class ContainerSpec:
     def name(self) -> str:
         """The container group's name."""
         return self.slot.group_name
-
-    @property
-    def run_id(self) -> str:
-        return self.slot.run_id
-
-    @property
-    def step(self) -> int:
-        return self.slot.step
 
 
 @dataclass(frozen=True)
@@ -60,20 +66,12 @@ class DeploymentFailure:
 
 
 @dataclass(frozen=True)
-class OwnedGroup:
+class OwnedGroup(_OfASlot):
     """A container group this app created (found by tag, or by the local executor's records)."""
 
     name: str
     slot: Slot
     deadline: str
-
-    @property
-    def run_id(self) -> str:
-        return self.slot.run_id
-
-    @property
-    def step(self) -> int:
-        return self.slot.step
 
 
 class Executor(Protocol):
