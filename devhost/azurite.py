@@ -48,14 +48,21 @@ class Azurite:
     process: subprocess.Popen[bytes]
     ports: tuple[int, int, int]
     log_path: Path
+    in_memory: bool = False
 
     @property
     def connection_string(self) -> str:
         return connection_string(*self.ports)
 
     def stop(self, grace_seconds: float = 3.0) -> None:
-        """Stop Azurite and wait for it; kill it if it lingers (it waits for idle keep-alive clients)."""
+        """Stop Azurite and wait for it; kill it if it lingers (it waits for idle keep-alive clients).
+        In memory it has nothing to save: it is killed at once (an idle client of the tests would
+        otherwise hold every stop for the whole grace period)."""
         if self.process.poll() is None:
+            if self.in_memory:
+                self.process.kill()
+                self.process.wait()
+                return
             self.process.terminate()
             try:
                 self.process.wait(timeout=grace_seconds)
@@ -120,7 +127,7 @@ def _start(location: Path | None, ports: tuple[int, int, int], log_path: Path, t
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     log.close()  # the child has its own copy
-    azurite = Azurite(process, ports, log_path)
+    azurite = Azurite(process, ports, log_path, in_memory=location is None)
     try:
         give_up = time.monotonic() + timeout
         while time.monotonic() < give_up:
