@@ -15,8 +15,8 @@ PYTHON ?= $(shell tools/find-python313)
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# pytest-xdist workers, each with its own Azurite; every test file runs whole in one worker (an e2e
-# module's local host is started once). pytest's exit 5 (no test ran) fails the target like any other.
+# pytest-xdist workers, each with its own Azurite; each test file runs whole in one worker (a module's local
+# host is started once), the files in collection order: the long e2e modules first (tests/conftest.py). pytest's exit 5 (no test ran) fails the target like any other.
 PYTEST_WORKERS ?= 2
 
 CHECKOV_VENV := .venv-checkov
@@ -63,7 +63,7 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 test: deps lint typecheck
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: deps
 	$(PY) -m pytest -m unit -n $(PYTEST_WORKERS) $(PYTEST_ARGS)

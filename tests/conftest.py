@@ -6,8 +6,10 @@ Helpers are in tests/support.py.
 
 Every test that reaches no Azurite is marked `unit` here (`make test-unit` runs those): derived from the
 fixtures it uses, so the mark cannot go stale. Under pytest-xdist (`make test`) each worker is its own
-process with its own session Azurite and its own ports, and every e2e module runs in one worker
-(`--dist loadfile`), so its module `stack` is started once.
+process with its own session Azurite and its own ports, and each test file runs whole in one worker
+(`--dist loadfile`), so a module's `stack` (or other module fixture) is set up once, and the files go out
+in collection order (`--no-loadscope-reorder`): the long e2e modules first, the short files after them
+fill the gaps, instead of a one-test e2e module starting last.
 """
 
 from __future__ import annotations
