@@ -16,7 +16,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # pytest-xdist workers, each with its own Azurite; each test file runs whole in one worker (a module's local
-# host is started once), the files in collection order: the long e2e modules first (tests/conftest.py). pytest's exit 5 (no test ran) fails the target like any other.
+# host is started once), the files in collection order: the long e2e modules first (tests/conftest.py).
+# pytest's exit 5 (no test ran) fails the target like any other.
 PYTEST_WORKERS ?= 2
 
 CHECKOV_VENV := .venv-checkov
