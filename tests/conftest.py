@@ -9,7 +9,8 @@ fixtures it uses, so the mark cannot go stale. Under pytest-xdist (`make test`) 
 process with its own session Azurite and its own ports, and each test file runs whole in one worker
 (`--dist loadfile`), so a module's `stack` (or other module fixture) is set up once, and the files go out
 in collection order (`--no-loadscope-reorder`): the long e2e modules first, the short files after them
-fill the gaps, instead of a one-test e2e module starting last.
+fill the gaps, instead of a one-test e2e module starting last. (Not `--dist loadgroup`: with pytest 9.2
+its xdist_group marks are silently ignored, pytest-dev/pytest-xdist#1386.)
 """
 
 from __future__ import annotations
