@@ -1,7 +1,7 @@
 # One-command set-up: every target creates what it needs (venv, npm packages) first.
 #   make demo   run one job end to end on the local stack (Azurite + local host + local executor)
 #   make test   lint, type-check and run the whole test suite, PYTEST_WORKERS (default 2) tests at a time
-#   make test-unit  only the tests that need no Azurite (marked `unit` by tests/conftest.py): under a minute
+#   make test-unit  only the tests that need no Azurite (marked `unit` by tests/conftest.py): about a minute
 #   make dev    the local stack in the foreground (Ctrl-C stops everything it started)
 #   make checkov  scan infra/, templates/ and container/Dockerfile (.checkov.yaml lists each skipped check and why)
 #   make test-stress  the suite STRESS_RUNS times (default 5) on a fresh clone with every core kept busy
