@@ -1,6 +1,7 @@
 # One-command set-up: every target creates what it needs (venv, npm packages) first.
 #   make demo   run one job end to end on the local stack (Azurite + local host + local executor)
-#   make test   lint, type-check and run the whole test suite
+#   make test   lint, type-check and run the whole test suite, PYTEST_WORKERS (default 2) tests at a time
+#   make test-unit  only the tests that need no Azurite (marked `unit` by tests/conftest.py): about a minute
 #   make dev    the local stack in the foreground (Ctrl-C stops everything it started)
 #   make checkov  scan infra/, templates/ and container/Dockerfile (.checkov.yaml lists each skipped check and why)
 #   make test-stress  the suite STRESS_RUNS times (default 5) on a fresh clone with every core kept busy
@@ -17,13 +18,17 @@ PYTHON ?= $(shell tools/find-python313)
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# pytest-xdist workers, each with its own Azurite; each test file runs whole in one worker (a module's local
+# host is started once), the files in collection order: the long e2e modules first (tests/conftest.py).
+# pytest's exit 5 (no test ran) fails the target like any other.
+PYTEST_WORKERS ?= 2
 
 CHECKOV_VENV := .venv-checkov
 FUZZ_VENV := .venv-fuzz
 FUZZ_EXAMPLES ?= 40
 FUZZ_SECONDS ?= 600
 
-.PHONY: deps demo test test-stress bench dev lint typecheck checkov fuzz clean python
+.PHONY: deps demo test test-unit test-stress bench dev lint typecheck checkov fuzz clean python
 STRESS_RUNS ?= 5
 
 python:
@@ -75,7 +80,10 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 test: deps lint typecheck
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+test-unit: deps
+	$(PY) -m pytest -m unit -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Not in CI: about an hour on two cores. Clones the committed HEAD, so commit first.
 test-stress: python

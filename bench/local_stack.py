@@ -23,7 +23,7 @@ import requests
 
 from bench.azurite_log import AccessLog
 from bench.cpu import own_seconds, process_seconds
-from devhost.azurite import Azurite, free_port, start_azurite
+from devhost.azurite import Azurite, start_azurite
 from devhost.stack import REPO_ROOT, LocalStack, load_local_settings
 from loadme.context import set_context
 from loadme.executors.local import CLAIMS, STARTS_LEDGER
@@ -92,7 +92,7 @@ class BenchStack:
         os.environ.update({**BENCH_SETTINGS, "AzureWebJobsStorage": self.azurite.connection_string,
                            "LOCAL_EXECUTOR_DIR": str(self.executor_dir)})
         load_local_settings(REPO_ROOT / "local.settings.sample.json")
-        self.stack = LocalStack(port=free_port(), use_azurite=False)
+        self.stack = LocalStack(port=0, use_azurite=False)
         self.stack.start()
 
     def stop(self) -> None:

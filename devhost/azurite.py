@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -14,7 +16,6 @@ from loadme.storage import DEV_ACCOUNT, DEV_KEY
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
 DEFAULT_PORTS = (10000, 10001, 10002)
-PORT_ATTEMPTS = 3
 
 
 class AzuriteError(RuntimeError):
@@ -22,7 +23,9 @@ class AzuriteError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now. Nothing reserves it: another process
+    may be handed the same one before it is bound, so a server of ours binds port 0 instead and says
+    which port it got (start_azurite, the local host)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -45,14 +48,21 @@ class Azurite:
     process: subprocess.Popen[bytes]
     ports: tuple[int, int, int]
     log_path: Path
+    in_memory: bool = False
 
     @property
     def connection_string(self) -> str:
         return connection_string(*self.ports)
 
     def stop(self, grace_seconds: float = 3.0) -> None:
-        """Stop Azurite and wait for it; kill it if it lingers (it waits for idle keep-alive clients)."""
+        """Stop Azurite and wait for it; kill it if it lingers (it waits for idle keep-alive clients).
+        In memory it has nothing to save: it is killed at once (an idle client of the tests would
+        otherwise hold every stop for the whole grace period)."""
         if self.process.poll() is None:
+            if self.in_memory:
+                self.process.kill()
+                self.process.wait()
+                return
             self.process.terminate()
             try:
                 self.process.wait(timeout=grace_seconds)
@@ -68,28 +78,37 @@ def start_azurite(
     timeout: float = 60.0,
     access_log: bool = False,
 ) -> Azurite:
-    """Start Azurite: data under `location`, or in memory when None; free ports unless given. With
-    `access_log` its log gets one line per request it serves (what `make bench` counts).
+    """Start Azurite: data under `location`, or in memory when None; on these ports, or on ports the
+    kernel picks when None. With `access_log` its log gets one line per request it serves (what
+    `make bench` counts).
 
-    Free ports are picked, then bound by Azurite a moment later: when something else took one in
-    between, Azurite is started again on new ones. Raises AzuriteError with its output when it is
-    not installed or does not start in time.
+    Free ports are asked of the kernel (port 0) by Azurite itself and read from its log, so two
+    Azurites started at once (parallel test workers) can never be handed the same port, and a port
+    another program listens on is never taken for ours. Raises AzuriteError with its output when it
+    is not installed, a given port is in use, or it does not start in time.
     """
     if not AZURITE_BIN.exists():
         raise AzuriteError(f"{AZURITE_BIN} not found: run `npm ci` in {REPO_ROOT} (make does it)")
-    for attempt in range(1, PORT_ATTEMPTS + 1):
-        chosen = ports or (free_port(), free_port(), free_port())
-        try:
-            return _start(location, chosen, log_path or Path(tempfile.gettempdir()) / f"azurite-{chosen[1]}.log",
-                          timeout, access_log)
-        except _PortTaken:
-            if ports is not None or attempt == PORT_ATTEMPTS:
-                raise AzuriteError(f"Azurite could not bind {chosen}: a port is in use") from None
-    raise AssertionError("unreachable")
+    if log_path is None:
+        handle, name = tempfile.mkstemp(prefix="azurite-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
+    return _start(location, ports or (0, 0, 0), log_path, timeout, access_log)
 
 
-class _PortTaken(Exception):
-    pass
+# Azurite's own line once a service is bound, with the port it got (Azure/Azurite src/azurite.ts prints
+# `${server.getHttpServerAddress()}`, the address the server's socket is bound to).
+_LISTENING = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at http://127\.0\.0\.1:(\d+)")
+_SERVICES = ("Blob", "Queue", "Table")
+
+
+def _bound_ports(output: str) -> tuple[int, int, int] | None:
+    """The ports Azurite says its three services listen on, once it has said so for all three."""
+    found = {service: int(port) for service, port in _LISTENING.findall(output)}
+    if not all(service in found for service in _SERVICES):
+        return None
+    blob, queue, table = (found[service] for service in _SERVICES)
+    return blob, queue, table
 
 
 def _start(location: Path | None, ports: tuple[int, int, int], log_path: Path, timeout: float,
@@ -107,26 +126,22 @@ def _start(location: Path | None, ports: tuple[int, int, int], log_path: Path, t
         argv += ["--location", str(location)]
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    azurite = Azurite(process, ports, log_path)
+    log.close()  # the child has its own copy
+    azurite = Azurite(process, ports, log_path, in_memory=location is None)
     try:
         give_up = time.monotonic() + timeout
         while time.monotonic() < give_up:
+            output = log_path.read_text(errors="replace")
             if process.poll() is not None:
-                output = log_path.read_text()[-2000:]
                 if "EADDRINUSE" in output:
-                    raise _PortTaken()
-                raise AzuriteError(f"Azurite exited with {process.returncode}: {output}")
-            # Listening ports are ours only while the process lives (another program may hold one).
-            if all(_listening(p) for p in ports) and process.poll() is None:
+                    raise AzuriteError(f"Azurite could not bind {ports}: a port is in use")
+                raise AzuriteError(f"Azurite exited with {process.returncode}: {output[-2000:]}")
+            bound = _bound_ports(output)
+            if bound is not None:
+                azurite.ports = bound
                 return azurite
             time.sleep(0.1)
         raise AzuriteError(f"Azurite did not listen on {ports} within {timeout}s: {log_path.read_text()[-2000:]}")
     except BaseException:  # interrupted or failed while starting: leave nothing behind
         azurite.stop()
         raise
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0

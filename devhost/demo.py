@@ -43,7 +43,6 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.path.insert(0, str(REPO_ROOT))
-    from devhost.azurite import free_port
     from devhost.stack import LocalStack, load_local_settings
     from loadme.executors.local import process_alive
 
@@ -51,7 +50,7 @@ def main() -> int:
     os.environ["LOCAL_EXECUTOR_DIR"] = str(workdir / "containers")
     os.environ.setdefault("DEVHOST_WORKER_LOG_LEVEL", "WARNING")
     load_local_settings(REPO_ROOT / "local.settings.sample.json")
-    stack = LocalStack(port=free_port(), azurite_ports=None, azurite_log=workdir / "azurite.log")
+    stack = LocalStack(port=0, azurite_ports=None, azurite_log=workdir / "azurite.log")
     try:
         print("starting Azurite (in memory) and the local host ...", flush=True)
         stack.start()

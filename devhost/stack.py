@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from devhost.azurite import DEFAULT_PORTS, Azurite, free_port, start_azurite
+from devhost.azurite import DEFAULT_PORTS, Azurite, start_azurite
 from devhost.faults import DeliveryFaults
 from devhost.host import LocalHost
 from devhost.hostconfig import HostSettings
@@ -48,7 +48,8 @@ def stop_local_containers() -> int:
 
 
 class LocalStack:
-    """Azurite (unless told to use the storage in AzureWebJobsStorage) and the local host."""
+    """Azurite (unless told to use the storage in AzureWebJobsStorage) and the local host, on `port`
+    (0: one the kernel picks, read back from `api` once started)."""
 
     def __init__(
         self,
@@ -84,7 +85,7 @@ class LocalStack:
                 logger.info("Azurite on ports %s (%s)", self.azurite.ports, self.azurite_dir or "in memory")
             create_app_storage()
             self.host = LocalHost(REPO_ROOT, HostSettings.from_host_json(REPO_ROOT / "host.json"),
-                                  port=self.port or free_port(), lease_seconds=self.lease_seconds, faults=self.faults)
+                                  port=self.port, lease_seconds=self.lease_seconds, faults=self.faults)
             self.host.start()
         except BaseException:
             self.stop()

@@ -3,6 +3,14 @@
 Azurite is started once per session (in memory, on free ports) and fails the session loudly if it
 cannot start. Each test gets its own journal table, logs container and local executor folder.
 Helpers are in tests/support.py.
+
+Every test that reaches no Azurite is marked `unit` here (`make test-unit` runs those): derived from the
+fixtures it uses, so the mark cannot go stale. Under pytest-xdist (`make test`) each worker is its own
+process with its own session Azurite and its own ports, and each test file runs whole in one worker
+(`--dist loadfile`), so a module's `stack` (or other module fixture) is set up once, and the files go out
+in collection order (`--no-loadscope-reorder`): the long e2e modules first, the short files after them
+fill the gaps, instead of a one-test e2e module starting last. (Not `--dist loadgroup`: with pytest 9.2
+its xdist_group marks are silently ignored, pytest-dev/pytest-xdist#1386.)
 """
 
 from __future__ import annotations
@@ -17,6 +25,18 @@ from loadme.context import Context, set_context
 from loadme.names import TRIGGER_QUEUES
 from loadme.settings import Settings
 from tests.support import Stack, app_settings, start_stack
+
+# Fixtures that start an Azurite (directly or through the fixtures they use).
+AZURITE_FIXTURES = frozenset({"azurite", "stack"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `unit` each test that needs no Azurite: it uses none of AZURITE_FIXTURES, even through
+    another fixture (`fixturenames` is the closure), and is not an e2e test (those start their own)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if not fixtures & AZURITE_FIXTURES and item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

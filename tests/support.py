@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,6 @@ from azure_functions_runtime.bindings.meta import from_incoming_proto, load_bind
 from azure_functions_runtime.bindings.out import Out
 
 from devhost import bindings
-from devhost.azurite import free_port
 from devhost.http_front import IncomingRequest
 from loadme.container_env import RunnerControls, container_environment
 from loadme.context import Context
@@ -139,27 +139,31 @@ class Stack:
                 self.process.wait()
 
 
+# What `python -m devhost` prints once it serves, with the port it was given (devhost/__main__.py).
+_HOST_READY = re.compile(r"^local host ready on (http://127\.0\.0\.1:\d+/api)$", re.MULTILINE)
+
+
 def start_stack(env: dict[str, str], workdir: Path, *extra_args: str) -> Stack:
-    """Start `python -m devhost` on an existing Azurite with these app settings."""
-    port = free_port()
+    """Start `python -m devhost` on an existing Azurite with these app settings, on a port the kernel
+    picks (read back from its log: a port picked here could be handed to a parallel worker too)."""
     settings_file = workdir / "local.settings.json"
     settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": env}))
     log_path, tap_path = workdir / "host.log", workdir / "messages.tap"
     process_env = {k: v for k, v in os.environ.items() if k not in env}
     process_env["PYTHONPATH"] = str(REPO_ROOT)
-    argv = [sys.executable, "-m", "devhost", "--no-azurite", "--port", str(port),
+    argv = [sys.executable, "-m", "devhost", "--no-azurite", "--port", "0",
             "--settings", str(settings_file), "--message-tap", str(tap_path), *extra_args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, cwd=REPO_ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT)
-    stack = Stack(f"http://127.0.0.1:{port}/api", env, process, log_path, tap_path,
-                  Path(env["LOCAL_EXECUTOR_DIR"]))
+    stack = Stack("", env, process, log_path, tap_path, Path(env["LOCAL_EXECUTOR_DIR"]))
 
-    def ready() -> bool:
+    def ready() -> str | None:
         if process.poll() is not None:
             pytest.fail(f"local host exited with {process.returncode}:\n{stack.log_text()[-3000:]}")
-        return "local host ready" in stack.log_text()
+        match = _HOST_READY.search(stack.log_text())
+        return match.group(1) if match else None
 
-    wait_until(ready, 120, "the local host to start")
+    stack.base_url = str(wait_until(ready, 120, "the local host to start"))
     return stack
 
 
