@@ -16,6 +16,8 @@ only: `container/Dockerfile` ships this module into the image.
 
 from __future__ import annotations
 
+import ctypes
+
 PREFIX = "LOADME_PREFIX"
 SECRET_NAMES = "LOADME_SECRET_NAMES"  # comma-separated names of the secret variables it was given
 RESULT_URL = "LOADME_RESULT_URL"  # the stage2 queue's messages URL
@@ -72,8 +74,6 @@ def protect_process() -> bool:
     same-uid process can no longer read them or ptrace it (proc(5), PR_SET_DUMPABLE in prctl(2)).
     The job is unaffected: execve makes it dumpable again. Both the runner and the local
     executor's supervisor (which holds the same environment) call it first. False where prctl is unavailable."""
-    import ctypes  # here: the app imports this module when the worker indexes it, and never calls this
-
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
