@@ -9,21 +9,19 @@ and so is a secret named for an image SECRET_VARIABLES does not bind it to.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from loadme.envelope import MAX_PLAN_BYTES, StepPlan, plan_size
+from loadme.envelope import MAX_PLAN_BYTES, plan_size
 from loadme.errors import RequestError
 from loadme.settings import MAX_TIMEOUT_SECONDS, Settings
+from loadme.steps import FIELD, REQUEST_SHAPE, REQUIRED_IN_REQUEST, PlanField, StepPlan
+from loadme.steps import FIELDS as STEP_FIELDS
 from loadme.variables import VariableFactory
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_STEPS = 20
-MAX_COMMAND_ARGS = 64
-MAX_COMMAND_BYTES = 8 * 1024
 MAX_IDEMPOTENCY_KEY = 200
-IMAGE_PATTERN = re.compile(r"^[a-z0-9]+(?:[._\-/:@][A-Za-z0-9]+)*$")
 FIELDS = ("variables", "secrets", "image", "command", "steps", "timeout_seconds")
 
 
@@ -73,14 +71,14 @@ def start_request_from_object(data: Any, settings: Settings, factory: VariableFa
     if unknown:
         raise RequestError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
     variables = factory.validate_requested(data.get("variables", {}))
-    secrets = _secrets(data.get("secrets", []), "secrets", settings)
-    image = _image(data.get("image", settings.default_image), "image")
+    secrets = _field(FIELD["secrets"], data.get("secrets", []), "secrets", settings)
+    image = _field(FIELD["image"], data.get("image", settings.default_image), "image", settings)
     if "steps" in data and "command" in data:
         raise RequestError(400, "give either 'command' or 'steps', not both")
     if "steps" in data:
-        steps = _steps(data["steps"], image, secrets, settings)
+        steps = _steps(data["steps"], {"image": image, "secrets": secrets}, settings)
     else:
-        command = _command(data.get("command", list(settings.default_command)), "command")
+        command = _field(FIELD["command"], data.get("command", list(settings.default_command)), "command", settings)
         steps = (StepPlan(image, command, secrets),)
     for index, step in enumerate(steps, start=1):
         if not settings.allowed_images.allows(step.image):
@@ -119,50 +117,40 @@ def _json_type(value: Any) -> str:
     )
 
 
-def _image(value: Any, where: str) -> str:
-    if not isinstance(value, str) or len(value) > 256 or not IMAGE_PATTERN.match(value):
-        raise RequestError(400, f"'{where}' must be an image reference like registry/name:tag")
-    return value
-
-
-def _command(value: Any, where: str) -> tuple[str, ...]:
-    if (
-        not isinstance(value, list)
-        or not 1 <= len(value) <= MAX_COMMAND_ARGS
-        or not all(isinstance(arg, str) and arg and "\x00" not in arg for arg in value)
-        or sum(len(arg.encode()) for arg in value) > MAX_COMMAND_BYTES
-    ):
-        raise RequestError(
-            400, f"'{where}' must be an array of 1-{MAX_COMMAND_ARGS} non-empty strings "
-            f"(at most {MAX_COMMAND_BYTES} bytes)"
-        )
+def _field(field: PlanField, value: Any, where: str, settings: Settings) -> Any:
+    """A request's value for a step field (of a step, or the run's own), in StepPlan's type. Raises
+    RequestError (400) with the field's message, or naming the unknown secrets."""
+    if not field.accepts(value, bounded=True):
+        raise RequestError(400, field.rule.request_error.format(where=where))
+    if not field.array:
+        return value
+    if field.rule.secret_names:
+        unknown = [name for name in value if name not in settings.secret_variables]
+        if unknown:
+            known = ", ".join(sorted(settings.secret_variables)) or "none"
+            raise RequestError(400, f"'{where}' names unknown secret(s) {', '.join(unknown)}; SECRET_VARIABLES "
+                                    f"defines {known}")
+        return tuple(dict.fromkeys(value))
     return tuple(value)
 
 
-def _secrets(value: Any, where: str, settings: Settings) -> tuple[str, ...]:
-    """Names of secret variables a run or step asks for; each must be one SECRET_VARIABLES defines."""
-    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise RequestError(400, f"'{where}' must be an array of secret variable names")
-    unknown = [name for name in value if name not in settings.secret_variables]
-    if unknown:
-        known = ", ".join(sorted(settings.secret_variables)) or "none"
-        raise RequestError(400, f"'{where}' names unknown secret(s) {', '.join(unknown)}; SECRET_VARIABLES "
-                                f"defines {known}")
-    return tuple(dict.fromkeys(value))
-
-
-def _steps(value: Any, default_image: str, run_secrets: tuple[str, ...], settings: Settings) -> tuple[StepPlan, ...]:
+def _steps(value: Any, run: dict[str, Any], settings: Settings) -> tuple[StepPlan, ...]:
+    """The request's `steps`; a step without a field takes the run's (`run`: field name to value)."""
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_STEPS:
         raise RequestError(400, f"'steps' must be an array of 1-{MAX_STEPS} step objects")
     plans = []
     for index, step in enumerate(value, start=1):
-        if not isinstance(step, dict) or not set(step) <= {"image", "command", "secrets"} or "command" not in step:
-            raise RequestError(400, f"steps[{index}] must be an object with 'command' and optional 'image' and "
-                                    "'secrets'")
-        own = _secrets(step.get("secrets", []), f"steps[{index}].secrets", settings)
-        plans.append(StepPlan(
-            _image(step.get("image", default_image), f"steps[{index}].image"),
-            _command(step["command"], f"steps[{index}].command"),
-            tuple(dict.fromkeys(run_secrets + own)),
-        ))
+        if not isinstance(step, dict) or not set(step) <= FIELD.keys() or not set(REQUIRED_IN_REQUEST) <= set(step):
+            raise RequestError(400, f"steps[{index}] {REQUEST_SHAPE}")
+        values: dict[str, Any] = {}
+        for field in STEP_FIELDS:
+            own = _field(field, step[field.name], f"steps[{index}].{field.name}", settings) \
+                if field.name in step else None
+            if field.rule.from_run == "added":
+                values[field.name] = tuple(dict.fromkeys(run[field.name] + (own or ())))
+            elif own is None:
+                values[field.name] = run[field.name]
+            else:
+                values[field.name] = own
+        plans.append(StepPlan(**values))
     return tuple(plans)

@@ -5,12 +5,15 @@ fields of its kind; on the wire the queue text is base64 of that JSON (the Funct
 `messageEncoding`). Decoding is derived from the dataclass fields and is strict: an unknown schema
 version or kind, a missing field, an unexpected field, a wrong type, or a header the app cannot have
 written (a run id that is not one, a step outside 1..999) raises EnvelopeError, so the host moves
-the message to poison. A field with a default may be absent (added in a later release).
+the message to poison. A field with a default may be absent (added in a later release). A step
+of the plan is `loadme.steps.StepPlan`, decoded by its rule: a step key this release does not know
+is ignored, so a newer release's optional step field does not poison the message (loadme.steps).
 
 Schema 2 (this one) replaced schema 1, whose messages all carried the whole header with
 placeholder values; a schema 1 message is refused as unknown.
 
-Stdlib-only: the container image ships this module so the runner encodes results the same way.
+Stdlib-only (with loadme.steps): the container image ships this module so the runner encodes results
+the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, ClassVar
 
 from loadme.errors import EnvelopeError
 from loadme.names import MAX_STEP, is_run_id
+from loadme.steps import StepPlan as StepPlan  # re-exported: the plan a StepMessage carries
 
 SCHEMA_VERSION = 2
 # Bounds that keep every message under the queue's 64 KiB (48 KiB of JSON before base64): the
@@ -34,25 +38,6 @@ MAX_LOG_TAIL_CHARS = 4096
 MAX_PLAN_BYTES = 8192
 QUEUE_MESSAGE_LIMIT = 65536
 TIMESTAMP = {"timestamp": True}  # field metadata: an ISO 8601 timestamp with a timezone
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """One step of a run: the image, the job command the runner starts, and the names of the secret
-    variables its container gets (only those)."""
-
-    image: str
-    command: tuple[str, ...]
-    secrets: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        """The plan as messages and the journal hold it."""
-        return {"image": self.image, "command": list(self.command), "secrets": list(self.secrets)}
-
-    @classmethod
-    def from_dict(cls, value: dict[str, Any]) -> StepPlan:
-        """The plan from `as_dict` (a plan journaled before secrets were per step has none)."""
-        return cls(value["image"], tuple(value["command"]), tuple(value.get("secrets", ())))
 
 
 @dataclass(frozen=True)
@@ -205,23 +190,8 @@ def _field_value(name: str, hint: Any, value: Any, metadata: typing.Mapping[str,
     if hint == tuple[StepPlan, ...]:
         if not isinstance(value, list) or not value:
             raise EnvelopeError(f"field {name!r} must be a non-empty array")
-        return tuple(_step_plan(item) for item in value)
+        return tuple(StepPlan.from_message(item) for item in value)
     raise TypeError(f"envelope field {name!r} has an annotation decode does not know: {hint!r}")
-
-
-def _step_plan(value: Any) -> StepPlan:
-    if (
-        not isinstance(value, dict)
-        or not {"image", "command"} <= set(value) <= {"image", "command", "secrets"}
-        or not isinstance(value["image"], str)
-        or not isinstance(value["command"], list)
-        or not value["command"]
-        or not all(isinstance(c, str) for c in value["command"])
-        or not isinstance(value.get("secrets", []), list)
-        or not all(isinstance(n, str) for n in value.get("secrets", []))
-    ):
-        raise EnvelopeError("each step must be {'image': str, 'command': [str, ...], 'secrets': [str, ...]}")
-    return StepPlan.from_dict(value)
 
 
 def parse_time(value: str, what: str = "timestamp") -> datetime:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadme.api import MAX_BODY_BYTES, MAX_COMMAND_ARGS, MAX_IDEMPOTENCY_KEY, MAX_STEPS
+from loadme import steps
+from loadme.api import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY, MAX_STEPS
 from loadme.journal import RunState
 from loadme.names import TRIGGER_QUEUES
 from loadme.reports import (
@@ -54,10 +55,6 @@ def _json(description: str, schema: str, headers: dict[str, Any] | None = None) 
 def openapi_document(prefix: str = "___") -> dict[str, Any]:
     """The API description, with the variable-name pattern for this app's prefix."""
     variable_name = "^" + prefix.replace("\\", "\\\\") + "[A-Za-z_][A-Za-z0-9_]*$"
-    command = {"type": "array", "minItems": 1, "maxItems": MAX_COMMAND_ARGS,
-               "items": {"type": "string", "minLength": 1}}
-    secrets = {"type": "array", "items": {"type": "string"},
-               "description": "Names of secret variables (SECRET_VARIABLES) the container gets; no others"}
     run_id_param = {"name": "run_id", "in": "path", "required": True,
                     "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
     queue_param = {"name": "queue", "in": "path", "required": True,
@@ -215,13 +212,11 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                 "type": "object", "additionalProperties": False,
                 "properties": {
                     "variables": {"$ref": "#/components/schemas/Variables"},
-                    "secrets": secrets,
-                    "image": {"type": "string", "maxLength": 256},
-                    "command": command,
-                    "steps": {"type": "array", "minItems": 1, "maxItems": MAX_STEPS, "items": {
-                        "type": "object", "additionalProperties": False, "required": ["command"],
-                        "properties": {"image": {"type": "string", "maxLength": 256}, "command": command,
-                                       "secrets": secrets}}},
+                    # The run's own image, command and secrets are a step's (its only step, or each step's
+                    # default: loadme.api).
+                    **{name: steps.FIELD[name].openapi_schema() for name in ("secrets", "image", "command")},
+                    "steps": {"type": "array", "minItems": 1, "maxItems": MAX_STEPS,
+                              "items": steps.openapi_schema(request=True)},
                     "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_SECONDS,
                                         "description": "The run's deadline, in seconds from the request; time "
                                                        "its steps wait for capacity is not counted."},
@@ -252,7 +247,7 @@ def openapi_document(prefix: str = "___") -> dict[str, Any]:
                     "logs": {"type": "array", "items": {"type": "string"}},
                     "steps": {"type": "integer"},
                     "current_step": {"type": "integer"},
-                    "plan": {"type": "array", "items": {"type": "object"}},
+                    "plan": {"type": "array", "items": steps.openapi_schema(request=False)},
                 },
             },
             "ServiceStatus": {"type": "object", "required": ["poison_queues"], "properties": {
