@@ -121,7 +121,7 @@ class PlanField:
         if not self.array:
             return isinstance(value, str) and (not bounded or (
                 (rule.max_length is None or len(value) <= rule.max_length)
-                and (rule.pattern is None or re.match(rule.pattern, value) is not None)))
+                and (rule.pattern is None or re.fullmatch(rule.pattern, value) is not None)))
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value) \
                 or len(value) < rule.min_items:
             return False

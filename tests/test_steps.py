@@ -184,3 +184,11 @@ def test_the_image_ships_what_the_envelope_imports(tmp_path: Path) -> None:
             f"print(envelope.decode({text!r}, envelope.StepMessage).plan.as_dict())")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == repr(EXAMPLE)
+
+
+def test_a_pattern_is_matched_whole_a_trailing_newline_included(settings: Settings) -> None:
+    """`$` in Python matches before a final newline (and so does the Python jsonschema here, while
+    ECMA's does not): the validator matches the whole value."""
+    [image] = [f for f in FIELDS if f.rule.pattern is not None]
+    refused = _api_verdict(settings, {**EXAMPLE, image.name: image.rule.example + "\n"})
+    assert refused == image.rule.request_error.format(where=f"steps[1].{image.name}")
