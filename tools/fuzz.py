@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         host = None
         try:
             host, api, log_path = start_host(workdir, azurite.connection_string)
-            command = [str(args.schemathesis), "run", f"{api}/openapi.json", "--checks", CHECKS,
+            command = [str(args.schemathesis.resolve()), "run", f"{api}/openapi.json", "--checks", CHECKS,
                        "--exclude-path", "/init_job", "--max-examples", str(args.max_examples),
                        "--max-time", str(args.max_time), "--request-timeout", "30", "--workers", "2",
                        "--suppress-health-check", "too_slow,filter_too_much", "--max-failures", "50",
