@@ -3,9 +3,11 @@ operator set, and the script stops before deploying code when something is wrong
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -20,6 +22,16 @@ from tests.infra_model import deployment_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "infra" / "deploy.sh"
+
+
+@functools.cache
+def _python3() -> str | None:
+    """The interpreter `python3` on PATH runs, past any launcher (a pyenv shim costs ~0.1 s a call)."""
+    if shutil.which("python3") is None:
+        return None
+    found = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"], capture_output=True,
+                           text=True, check=True, timeout=60)
+    return found.stdout.strip()
 
 
 @dataclass
@@ -40,8 +52,16 @@ class FakeAzure:
         self.log_path = root / "calls.jsonl"
         self.state_path.write_text(json.dumps({"providers": {}}))
         az = self.bin / "az"
-        az.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "fake_az.py"}" "$@"\n')
+        # A run calls az a few dozen times and python3 about ten: each starts isolated (-I) and without
+        # site-packages (-S), which skips most of an interpreter's start-up; deploy.sh's own python3 snippets
+        # must then run on the bare standard library, as on any machine that has a python3.
+        az.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "{REPO / "tests" / "fake_az.py"}" "$@"\n')
         az.chmod(0o755)
+        python3 = _python3()
+        if python3 is not None:
+            shim = self.bin / "python3"
+            shim.write_text(f'#!/bin/sh\nexec "{python3}" -I -S "$@"\n')
+            shim.chmod(0o755)
         # what the app answers a request that carries the function key (and no token); without the key every
         # route answers 401 from the Functions host (http_auth_level=FUNCTION), whatever EasyAuth does
         self.curl_status = "401"
