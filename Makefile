@@ -83,7 +83,7 @@ test: deps lint typecheck
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: deps
-	$(PY) -m pytest -m unit -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -m unit -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Not in CI: about an hour on two cores. Clones the committed HEAD, so commit first.
 test-stress: python

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner, Result
+from urllib3.util import Retry
 
 from devhost.azurite import free_port
 from loadme_cli import main as cli_main
@@ -103,6 +104,15 @@ def api() -> Iterator[FakeApi]:
     yield fake
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def backoff_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The client's read retries back off (urllib3 Retry, backoff_factor): each wait is recorded, not slept,
+    like the injected sleeps below (a second per unreachable URL otherwise). Retry-After is still honoured."""
+    waits: list[float] = []
+    monkeypatch.setattr(Retry, "_sleep_backoff", lambda self: waits.append(self.get_backoff_time()))
+    return waits
 
 
 def invoke(url: str, *args: str, **env: str | None) -> Result:

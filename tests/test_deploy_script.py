@@ -3,9 +3,11 @@ operator set, and the script stops before deploying code when something is wrong
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -20,6 +22,16 @@ from tests.infra_model import deployment_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "infra" / "deploy.sh"
+
+
+@functools.cache
+def _python3() -> str | None:
+    """The interpreter `python3` on PATH runs, past any launcher (a pyenv shim costs ~0.1 s a call)."""
+    if shutil.which("python3") is None:
+        return None
+    found = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"], capture_output=True,
+                           text=True, check=True, timeout=60)
+    return found.stdout.strip()
 
 
 @dataclass
@@ -40,8 +52,16 @@ class FakeAzure:
         self.log_path = root / "calls.jsonl"
         self.state_path.write_text(json.dumps({"providers": {}}))
         az = self.bin / "az"
-        az.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "fake_az.py"}" "$@"\n')
+        # A run calls az a few dozen times and python3 about ten: each starts isolated (-I) and without
+        # site-packages (-S), which skips most of an interpreter's start-up; deploy.sh's own python3 snippets
+        # must then run on the bare standard library, as on any machine that has a python3.
+        az.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "{REPO / "tests" / "fake_az.py"}" "$@"\n')
         az.chmod(0o755)
+        python3 = _python3()
+        if python3 is not None:
+            shim = self.bin / "python3"
+            shim.write_text(f'#!/bin/sh\nexec "{python3}" -I -S "$@"\n')
+            shim.chmod(0o755)
         # what the app answers a request that carries the function key (and no token); without the key every
         # route answers 401 from the Functions host (http_auth_level=FUNCTION), whatever EasyAuth does
         self.curl_status = "401"
@@ -84,12 +104,39 @@ def azure(tmp_path: Path) -> FakeAzure:
     return FakeAzure(tmp_path)
 
 
+@dataclass
+class Deployed:
+    azure: FakeAzure
+    run: Run
+    state: dict[str, Any]  # the fake Azure as the run left it
+
+
+@pytest.fixture(scope="module")
+def first_deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    """One plain first deployment (`deploy.sh -l westeurope` on an empty subscription), run once for the tests
+    that assert things about it or go on from it: a run costs a second of CPU."""
+    azure = FakeAzure(tmp_path_factory.mktemp("first-deployment"))
+    run = azure.deploy()
+    return Deployed(azure, run, azure.state)
+
+
+@pytest.fixture
+def deployed(first_deployment: Deployed, tmp_path: Path) -> FakeAzure:
+    """A fake Azure of this test's own in the state the first deployment left (all of it is in its state file)."""
+    assert first_deployment.run.code == 0, first_deployment.run.output
+    root = tmp_path / "azure"
+    root.mkdir()
+    azure = FakeAzure(root)
+    azure.update(**first_deployment.state)
+    return azure
+
+
 def _calls(run: Run, *words: str) -> list[dict[str, Any]]:
     return [c for c in run.calls if [a for a in c["args"] if not a.startswith("-")][:len(words)] == list(words)]
 
 
-def test_a_first_deployment_generates_the_result_key_without_ever_showing_it(azure: FakeAzure) -> None:
-    run = azure.deploy()
+def test_a_first_deployment_generates_the_result_key_without_ever_showing_it(first_deployment: Deployed) -> None:
+    azure, run = first_deployment.azure, first_deployment.run
     assert run.code == 0, run.output
     key = azure.state["secrets"]["result-key"]
     assert re.fullmatch(r"[0-9a-f]{64}", key)
@@ -108,8 +155,8 @@ def test_a_first_deployment_generates_the_result_key_without_ever_showing_it(azu
     assert any("configreferences/appsettings/refresh" in " ".join(c["args"]) for c in _calls(run, "rest"))
 
 
-def test_a_second_run_keeps_the_key_and_every_setting_an_operator_made(azure: FakeAzure, tmp_path: Path) -> None:
-    assert azure.deploy().code == 0
+def test_a_second_run_keeps_the_key_and_every_setting_an_operator_made(deployed: FakeAzure, tmp_path: Path) -> None:
+    azure = deployed
     key = azure.state["secrets"]["result-key"]
     # the operator: a schedule and a secret variable in their parameters file, a setting added in the portal
     params = json.loads((REPO / "infra" / "main.parameters.json").read_text())
@@ -275,26 +322,27 @@ def test_the_template_spec_version_is_published_before_the_app_points_at_it(azur
     assert azure.state["settings"]["TEMPLATE_SPEC_VERSION_ID"].endswith("/templateSpecs/loadme-aci/versions/2.0")
 
 
-def test_infra_only_with_a_spec_version_that_is_not_published_is_refused(azure: FakeAzure) -> None:
-    assert azure.deploy().code == 0  # publishes 1.0
+def test_infra_only_with_a_spec_version_that_is_not_published_is_refused(deployed: FakeAzure) -> None:
+    azure = deployed  # the first deployment published 1.0
     run = azure.deploy("-i", "-v", "2.0")
     assert run.code == 2 and "not published" in run.output
     assert not _calls(run, "deployment", "sub", "create")
     assert azure.deploy("-i", "-v", "1.0").code == 0
 
 
-def test_the_subscription_deployment_name_carries_the_region(azure: FakeAzure) -> None:
+def test_the_subscription_deployment_name_carries_the_region(first_deployment: Deployed) -> None:
     """F14: ARM refuses a deployment name reused in another location (InvalidDeploymentLocation)."""
-    run = azure.deploy()
+    run = first_deployment.run
     (deployment,) = _calls(run, "deployment", "sub", "create")
     assert deployment["args"][deployment["args"].index("--name") + 1] == "loadme-infra-westeurope"
 
 
-def test_the_deployers_vault_role_is_removed_once_the_secrets_are_written(azure: FakeAzure, tmp_path: Path) -> None:
+def test_the_deployers_vault_role_is_removed_once_the_secrets_are_written(
+        first_deployment: Deployed, deployed: FakeAzure, tmp_path: Path) -> None:
     """L10: no standing Key Vault Secrets Officer for whoever ran deploy.sh, even when the run stops early."""
     assignment = deployment_outputs({"deployerPrincipalId": "deployer-object-id"})["deployerAssignmentId"]["value"]
     assert assignment.endswith("/providers/Microsoft.Authorization/roleAssignments/" + assignment.rsplit("/", 1)[1])
-    run = azure.deploy()
+    run, azure = first_deployment.run, deployed
     assert run.code == 0, run.output
     order = [" ".join(c["args"][:3]) for c in run.calls]
     assert order.index("keyvault secret set") < order.index("role assignment delete") < order.index(

@@ -62,7 +62,8 @@ class FakeStorage:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # shutdown() waits for serve_forever to look at its flag: every poll_interval (0.5 s by default)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.url = f"{self.base}/devstoreaccount1/stage2/messages"
         self.log_url = f"{self.base}/devstoreaccount1/loadme-logs/{'e' * 32}/step-001.log"
