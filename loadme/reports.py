@@ -42,7 +42,7 @@ def _time(name: str, value: str) -> datetime:
 
 
 def _integer(name: str, value: str | None, default: int, low: int, high: int) -> int:
-    if value is None:
+    if value is None or value == "":
         return default
     try:
         number = int(value)
@@ -64,8 +64,8 @@ def list_runs(ctx: Context, params: Mapping[str, str]) -> dict[str, Any]:
     _known(params, ("state", "since", "until", "limit", "cursor"))
     now = ctx.clock()
     oldest = now - timedelta(days=ctx.settings.run_retention_days)
-    until = _time("until", params["until"]) if "until" in params else now
-    since = _time("since", params["since"]) if "since" in params else oldest
+    until = _time("until", params["until"]) if params.get("until") else now
+    since = _time("since", params["since"]) if params.get("since") else oldest
     if since > until:
         raise RequestError(400, "'since' is after 'until'")
     # Retention has removed older runs and none is newer than now: the days outside cost queries for nothing.

