@@ -99,17 +99,22 @@ def test_janitor_times_out_a_container_running_past_its_deadline(ctx: Context, c
     assert [e["event"] for e in _status(run_id)["events"]].count("terminal") == 1
 
 
+def _removed_as_silent(clock: Clock, run_id: str) -> dict[str, Any]:
+    """Past the result grace period the janitor removes the stopped, silent container: its status after."""
+    clock.advance(2)
+    removals = _janitor()
+    assert [r.reason for r in removals] == ["no_result"]
+    _remove(removals)
+    return _status(run_id)
+
+
 def test_janitor_fails_a_run_whose_container_died_without_a_result(ctx: Context, clock: Clock) -> None:
     suicide = ["python", "-c", "import os, signal; print('bye'); os.kill(os.getppid(), signal.SIGKILL)"]
     run_id = _start_and_deploy({"variables": {}, "command": suicide})
     group = container_group_name(run_id, 1)
     wait_until(lambda: ctx.executor.state(group).state == "terminated", 15, "the runner to die")
     assert _janitor() == []  # within the grace period its result may still be on its way
-    clock.advance(2)
-    removals = _janitor()
-    assert [r.reason for r in removals] == ["no_result"]
-    _remove(removals)
-    status = _status(run_id)
+    status = _removed_as_silent(clock, run_id)
     terminal = next(e for e in status["events"] if e["event"] == "terminal")
     assert (status["state"], terminal["exit_code"]) == ("failed", 137)
     assert "without posting a result" in terminal["reason"]
@@ -139,11 +144,7 @@ def test_a_container_killed_mid_job_leaves_what_it_printed_in_its_log(ctx: Conte
     wait_until(partial_log, 30, "the runner's partial upload")
     go_on.touch()
     wait_until(lambda: ctx.executor.state(group).state == "terminated", 30, "the runner to be killed")
-    clock.advance(2)
-    removals = _janitor()
-    assert [r.reason for r in removals] == ["no_result"]
-    _remove(removals)
-    status = _status(run_id)
+    status = _removed_as_silent(clock, run_id)
     archived = next(e for e in status["events"] if e["event"] == "logs_archived")
     assert archived["source"] == "runner+platform"
     log = ctx.storage.logs.download_blob(status["logs"][0]).readall().decode()
